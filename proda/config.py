@@ -1,0 +1,70 @@
+"""Python config files for ProDA: plain option assignments with `_base_` inheritance.
+
+A config file is an ordinary Python file whose top-level assignments are option values,
+named exactly as the command-line flags (``lr = 6e-4``, ``rce = True``). A file may set
+``_base_ = "base.py"`` (or a list of files), resolved relative to itself; the bases are
+loaded first, in order, and the file's own assignments override them. Names starting with
+an underscore, modules, functions and classes are not options.
+
+    cfg = Config.fromfile("configs/gta2city_stage1.py")
+    cfg.lr, cfg["rce"]
+"""
+from __future__ import annotations
+
+import os
+import runpy
+import types
+from typing import Any, Dict, List, Optional
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be loaded: missing, cyclic, or not valid Python."""
+
+
+class Config(dict):
+    """Option values loaded from a Python config file; keys are also attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @staticmethod
+    def fromfile(path: str) -> "Config":
+        """Load `path` and its `_base_` chain into one flat Config (later files win)."""
+        return Config(_load(os.path.abspath(path), stack=[]))
+
+
+def _load(path: str, stack: List[str]) -> Dict[str, Any]:
+    """Options of one file, with its bases merged underneath."""
+    if path in stack:
+        chain = " -> ".join(os.path.relpath(p) for p in stack + [path])
+        raise ConfigError(f"config inheritance cycle: {chain}")
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {os.path.relpath(path)}")
+    try:
+        namespace = runpy.run_path(path)
+    except SyntaxError as err:
+        raise ConfigError(f"config file {os.path.relpath(path)} is not valid Python: {err}") from None
+
+    merged: Dict[str, Any] = {}
+    for base in _as_list(namespace.get("_base_")):
+        base_path = os.path.join(os.path.dirname(path), base)
+        merged.update(_load(os.path.abspath(base_path), stack + [path]))
+    merged.update(_options(namespace))
+    return merged
+
+
+def _as_list(value: Optional[Any]) -> List[str]:
+    """`_base_` may be absent, one path, or a list of paths."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _options(namespace: Dict[str, Any]) -> Dict[str, Any]:
+    """The option assignments of an executed config file."""
+    hidden = (types.ModuleType, types.FunctionType, type)
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and not isinstance(v, hidden)}

@@ -1,0 +1,214 @@
+"""Command-line options of every ProDA entry point, and the `--config FILE` mechanism.
+
+All entry points (train, calc_prototype, generate_pseudo_label, test) share one option set:
+the reference `parser_train.py` flags with the reference defaults, the entry-specific flags
+of the reference scripts (`--soft`, `--flip`, `--save_path`, `--source`), and a few
+additions that are documented in place and listed in docs/fidelity.md.
+
+Precedence: built-in defaults < config file (and its `_base_` files) < command-line flags.
+An unknown option name or a wrongly typed value in a config file stops with one line
+naming the option (exit status 2).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from proda.config import Config, ConfigError
+
+STAGES = ("warm_up", "src_only", "stage1", "stage2", "stage3")
+
+
+def _pair(text: str) -> List[int]:
+    """Parse 'W,H' into [W, H]."""
+    try:
+        w, h = (int(v) for v in str(text).split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'W,H' (two integers), got {text!r}") from None
+    return [w, h]
+
+
+def _layers(text: str) -> List[int]:
+    """Parse '3,4,23,3' into four block counts."""
+    try:
+        blocks = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        blocks = []
+    if len(blocks) != 4 or min(blocks) < 1:
+        raise argparse.ArgumentTypeError(f"expected four positive block counts like '3,4,23,3', got {text!r}")
+    return blocks
+
+
+def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
+    """The shared parser: reference flags and defaults first, additions marked as such."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", type=str, default=None,
+                   help="Python config file of option assignments (see configs/); flags given on the command line override it")
+
+    g = p.add_argument_group("paths")
+    g.add_argument("--root", type=str, default="",
+                   help="prefix for the relative data, checkpoint and pseudo-label paths below (reference: '/mnt/blob' plus 'Code/ProDA'; here: empty = relative to the working directory)")
+    g.add_argument("--name", type=str, default="gta2city", help="experiment name: logs go to logs/<name>, pseudo labels to <save_path>/<name>")
+    g.add_argument("--logdir", type=str, default="", help="[added] log and checkpoint directory (default: logs/<name>)")
+    g.add_argument("--resume_path", type=str, default="pretrained/warmup/from_gta5_to_cityscapes_on_deeplab101_best_model_warmup.pkl",
+                   help="checkpoint to start from (warm-up / previous stage); its folder also holds the prototype file")
+    g.add_argument("--src_rootpath", type=str, default="Dataset/GTA5")
+    g.add_argument("--tgt_rootpath", type=str, default="Dataset/cityscapes")
+    g.add_argument("--path_LP", type=str, default="Pseudo/pretrain_warmup/LP0.95", help="folder of hard pseudo labels (stage 2/3)")
+    g.add_argument("--path_soft", type=str, default="Pseudo/pretrain_warmup_soft/LP0.0", help="folder of soft pseudo labels (stage 1)")
+    g.add_argument("--save_path", type=str, default="./Pseudo", help="generate_pseudo_label.py: output folder (pseudo labels go to <save_path>/<name>)")
+    g.add_argument("--simclr_path", type=str, default="pretrained/simclr/r101_1x_sk0.pth",
+                   help="[added] SimCLR ResNet-101 checkpoint for --student_init simclr (reference: fixed path)")
+    g.add_argument("--imagenet_path", type=str, default="",
+                   help="[added] local torchvision ResNet-101 ImageNet weights (default: torch hub cache, resnet101-5d3b4d8f.pth)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model_name", type=str, default="deeplabv2", choices=["deeplabv2"])
+    g.add_argument("--bn", type=str, default="sync_bn", choices=["sync_bn", "bn"],
+                   help="sync_bn: torch SyncBatchNorm when training on several GPUs (plain BatchNorm2d otherwise)")
+    g.add_argument("--freeze_bn", action="store_true")
+    g.add_argument("--ema", action="store_true", help="use ema model")
+    g.add_argument("--ema_bn", action="store_true", help="add extra bn for ema model")
+    g.add_argument("--student_init", type=str, default="stage1", choices=["stage1", "imagenet", "simclr", "random"],
+                   help="backbone initialisation before --resume_path is loaded ('random' [added]: no pretrained weights)")
+    g.add_argument("--bn_clr", action="store_true", help="if true, add a bn layer for the output of simclr model")
+    g.add_argument("--backbone_layers", type=_layers, default=[3, 4, 23, 3],
+                   help="[added] bottleneck blocks per ResNet stage; 3,4,23,3 is ResNet-101 (smaller for tests and the CPU demo)")
+
+    g = p.add_argument_group("training")
+    g.add_argument("--stage", type=str, default="stage1", choices=STAGES,
+                   help="warm_up (adversarial) | src_only (source only) | stage1 (denoising + structure) | stage2/stage3 (distillation)")
+    g.add_argument("--lr", type=float, default=0.0001)
+    g.add_argument("--bs", type=int, default=4, help="batch size per process")
+    g.add_argument("--epochs", type=int, default=84, help="epochs over the target loader")
+    g.add_argument("--train_iters", type=int, default=90000, help="length of the poly learning-rate schedule")
+    g.add_argument("--max_iters", type=int, default=0,
+                   help="[added] stop after this many iterations (0: run all --epochs, as the reference)")
+    g.add_argument("--moving_prototype", action="store_true")
+    g.add_argument("--no_resume", action="store_true", help="do not load --resume_path into the student")
+    g.add_argument("--seed", type=int, default=1337, help="random seed")
+    g.add_argument("--finetune", action="store_true", help="separate 1x / 10x learning rates for backbone / head")
+    g.add_argument("--proto_momentum", type=float, default=0.0001)
+    g.add_argument("--proto_rectify", action="store_true")
+    g.add_argument("--proto_temperature", type=float, default=1.0)
+    g.add_argument("--threshold", type=float, default=-1, help="stage 2/3: pseudo labels with confidence <= threshold are ignored")
+    g.add_argument("--train_thred", type=float, default=0, help="stage 1: rectified pseudo labels below this probability are ignored")
+    g.add_argument("--device", type=str, default="auto", help="[added] auto (CUDA when present) | cpu | cuda | cuda:N")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--src_dataset", type=str, default="gta5", choices=["gta5", "synthia", "cityscapes"])
+    g.add_argument("--tgt_dataset", type=str, default="cityscapes", choices=["cityscapes"])
+    g.add_argument("--used_save_pseudo", action="store_true", help="if True used saved pseudo label")
+    g.add_argument("--no_droplast", action="store_true")
+    g.add_argument("--resize", type=int, default=2200, help="resize long size")
+    g.add_argument("--rcrop", type=_pair, default=[896, 512], help="random crop size W,H")
+    g.add_argument("--hflip", type=float, default=0.5, help="random flip probability")
+    g.add_argument("--src_img_size", type=_pair, default=None,
+                   help="[added] W,H the source images are resized to first (default: the reference's, GTA5 1914,1052 / SYNTHIA 1280,760)")
+    g.add_argument("--tgt_img_size", type=_pair, default=None,
+                   help="[added] W,H the target images are resized to first (default: the reference's 2048,1024)")
+    g.add_argument("--n_class", type=int, default=19, choices=[19, 16, 13])
+    g.add_argument("--num_workers", type=int, default=6)
+    g.add_argument("--noshuffle", action="store_true", help="do not use shuffle")
+    g.add_argument("--noaug", action="store_true", help="do not use data augmentation")
+
+    g = p.add_argument_group("losses")
+    g.add_argument("--gan", type=str, default="LS", choices=["Vanilla", "LS"])
+    g.add_argument("--adv", type=float, default=0.01, help="loss weight of adv loss, only use when stage=warm_up")
+    g.add_argument("--S_pseudo_src", type=float, default=0.0, help="loss weight of pseudo label for strong augmentation of source")
+    g.add_argument("--rce", action="store_true", help="if true, use symmetry cross entropy loss")
+    g.add_argument("--rce_alpha", type=float, default=0.1, help="loss weight for symmetry cross entropy loss")
+    g.add_argument("--rce_beta", type=float, default=1.0, help="loss weight for symmetry cross entropy loss")
+    g.add_argument("--regular_w", type=float, default=0, help="loss weight for regular term")
+    g.add_argument("--regular_type", type=str, default="MRKLD", choices=["MRENT", "MRKLD"])
+    g.add_argument("--proto_consistW", type=float, default=1.0, help="loss weight for proto_consist")
+    g.add_argument("--distillation", type=float, default=0, help="kl loss weight")
+    g.add_argument("--kd_log_softmax", action="store_true",
+                   help="[added] pass a log-softmax student to the distillation KL (the corrected form; "
+                        "the reference passes a softmax, microsoft/ProDA issues 20 and 43)")
+    g.add_argument("--S_pseudo", type=float, default=0.0, help="loss weight of pseudo label for strong augmentation")
+
+    g = p.add_argument_group("logging")
+    g.add_argument("--print_interval", type=int, default=20, help="print loss")
+    g.add_argument("--val_interval", type=int, default=1000, help="validate model iter")
+
+    g = p.add_argument_group("entry points")
+    g.add_argument("--soft", action="store_true", help="generate_pseudo_label.py: save soft pseudo label")
+    g.add_argument("--flip", action="store_true", help="generate_pseudo_label.py: average with the flipped image")
+    g.add_argument("--source", action="store_true", help="calc_prototype.py: calc source prototype")
+    return p
+
+
+def option_names(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
+    """Options a config file may set, by destination name."""
+    return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+
+
+def _check_value(action: argparse.Action, key: str, value: Any, path: str) -> Any:
+    """Coerce a config value like the flag would, or explain in one line why not."""
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"option '{key}' in {path}: {why}")
+
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise bad(f"expected True or False, got {value!r}")
+        return value
+    if action.type is _pair or action.type is _layers:
+        if value is None:
+            return None
+        text = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+        try:
+            value = action.type(text)
+        except argparse.ArgumentTypeError as err:
+            raise bad(str(err)) from None
+    elif action.type in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (action.type is int and isinstance(value, float)):
+            raise bad(f"expected {action.type.__name__}, got {value!r}")
+        value = action.type(value)
+    elif action.type is str and not isinstance(value, str):
+        raise bad(f"expected a string, got {value!r}")
+    if action.choices is not None and value not in action.choices:
+        raise bad(f"{value!r} is not one of {list(action.choices)}")
+    return value
+
+
+def load_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
+    """Read a config file and validate every key and value against the parser's options."""
+    cfg = Config.fromfile(path)
+    known = option_names(parser)
+    checked = {}
+    for key, value in cfg.items():
+        if key not in known:
+            raise ConfigError(f"unknown option '{key}' in {path} (see --help for the option names)")
+        checked[key] = _check_value(known[key], key, value, path)
+    return checked
+
+
+def resolve_paths(opt: argparse.Namespace) -> argparse.Namespace:
+    """Prefix relative paths with --root and derive the log directory."""
+    def under_root(path: str) -> str:
+        return path if (not opt.root or not path or os.path.isabs(path)) else os.path.join(opt.root, path)
+
+    for key in ("resume_path", "src_rootpath", "tgt_rootpath", "path_LP", "path_soft",
+                "save_path", "simclr_path", "imagenet_path"):
+        setattr(opt, key, under_root(getattr(opt, key)))
+    opt.logdir = under_root(opt.logdir or os.path.join("logs", opt.name))
+    return opt
+
+
+def parse_opt(argv: Optional[Sequence[str]] = None, description: str = "ProDA",
+              parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
+    """Parse defaults < --config file < command line into one options namespace."""
+    parser = parser or get_parser(description)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        try:
+            parser.set_defaults(**load_config(pre.config, parser))
+        except ConfigError as err:
+            parser.exit(2, f"{parser.prog}: error: {err}\n")
+    opt = parser.parse_args(argv)
+    return resolve_paths(opt)
