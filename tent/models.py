@@ -1,0 +1,175 @@
+"""Source models: robustbench's model zoo, or the offline benchmark's small batch-norm CNN.
+
+A checkpoint that is missing and cannot be downloaded raises MissingResourceError with one
+sentence naming the expected path and where to get the file.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import mnistc
+from .conf import ConfigError
+from .data import MissingResourceError
+
+logger = logging.getLogger(__name__)
+
+MNIST_ARCH = "MnistCNN"
+# torchvision's ImageNet ResNet-50 weights, which robustbench's `Standard_R50` downloads
+R50_FILE = "resnet50-0676ba61.pth"
+R50_URL = f"https://download.pytorch.org/models/{R50_FILE}"
+
+
+def _conv_bn_relu(c_in: int, c_out: int) -> list:
+    """3x3 convolution (no bias: batch norm's shift replaces it), batch norm, ReLU."""
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class MnistCNN(nn.Sequential):
+    """Small batch-norm CNN for 32x32 RGB digits: 5 conv-BN-ReLU layers, 2 max-pools, GAP, linear.
+
+    Like the CIFAR WideResNets it takes unnormalised [0, 1] inputs and relies on batch norm
+    after every convolution, so its features shift with the input statistics.
+    """
+
+    def __init__(self, width: int = 16, num_classes: int = 10) -> None:
+        w = width
+        super().__init__(
+            *_conv_bn_relu(3, w), *_conv_bn_relu(w, w), nn.MaxPool2d(2),
+            *_conv_bn_relu(w, 2 * w), *_conv_bn_relu(2 * w, 2 * w), nn.MaxPool2d(2),
+            *_conv_bn_relu(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(4 * w, num_classes))
+
+
+def train_mnist_cnn(x: torch.Tensor, y: torch.Tensor, width: int, epochs: int, batch_size: int,
+                    lr: float, seed: int, device: torch.device) -> MnistCNN:
+    """Train MnistCNN on clean images with Adam and a one-cycle schedule.
+
+    On the CPU it trains on one thread: multi-threaded gradient reductions change the weights in
+    the last bits with the core count, so the checkpoint (and the table) would depend on it.
+    """
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state untouched
+        torch.manual_seed(seed)
+        model = MnistCNN(width).to(device)
+        generator = torch.Generator().manual_seed(seed)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        _train(model, x, y, epochs, batch_size, lr, generator, device)
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, lr: float,
+           generator: torch.Generator, device: torch.device) -> None:
+    """The training loop: cross-entropy, Adam, one-cycle learning rate, shuffled batches."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    steps_per_epoch = -(-len(x) // batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * steps_per_epoch)
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for i in range(0, len(x), batch_size):
+            idx = order[i:i + batch_size]
+            loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        logger.info("source training epoch %d/%d: last batch loss %.4f", epoch + 1, epochs, loss.item())
+
+
+@torch.no_grad()
+def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                   device: torch.device) -> float:
+    """Accuracy of an eval-mode model on clean images."""
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    for i in range(0, len(x), batch_size):
+        correct += (model(x[i:i + batch_size].to(device)).max(1)[1] == y[i:i + batch_size].to(device)).sum()
+    return correct.item() / len(x)
+
+
+def mnist_cnn_path(ckpt_dir: str) -> Path:
+    """Checkpoint path, in robustbench's <dir>/<dataset>/corruptions/<arch>.pt layout."""
+    return Path(ckpt_dir) / "mnist" / "corruptions" / f"{MNIST_ARCH}.pt"
+
+
+def load_mnist_cnn(ckpt_dir: str, data_dir: str, num_train: int = 3000, seed: int = 0, width: int = 16,
+                   epochs: int = 8, batch_size: int = 64, lr: float = 3e-3,
+                   device: torch.device = torch.device("cpu")) -> nn.Module:
+    """The offline source model: trained once on the clean training split, then loaded from CKPT_DIR."""
+    train_cfg: Dict[str, Any] = dict(num_train=num_train, seed=seed, width=width, epochs=epochs,
+                                     batch_size=batch_size, lr=lr)
+    path = mnist_cnn_path(ckpt_dir)
+    checkpoint = torch.load(path, map_location="cpu") if path.is_file() else None
+    if checkpoint is not None and checkpoint.get("train_cfg") != train_cfg:
+        logger.info("%s was trained with %s; retraining with %s", path, checkpoint.get("train_cfg"), train_cfg)
+        checkpoint = None
+    if checkpoint is None:
+        x_tr, y_tr, x_te, y_te = mnistc.load_split(data_dir, num_train, seed)
+        logger.info("training the %s source model on %d clean images (once; cached at %s)",
+                    MNIST_ARCH, len(x_tr), path)
+        model = train_mnist_cnn(mnistc.to_tensor(x_tr), torch.from_numpy(y_tr), width, epochs,
+                                batch_size, lr, seed, device)
+        acc = clean_accuracy(model, mnistc.to_tensor(x_te), torch.from_numpy(y_te), 500, device)
+        checkpoint = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                      "train_cfg": train_cfg, "clean_acc": acc}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(checkpoint, path)
+    model = MnistCNN(width)
+    model.load_state_dict(checkpoint["state_dict"])
+    logger.info("source model %s: clean test accuracy %.2f %% (error %.2f %%), checkpoint %s",
+                MNIST_ARCH, 100 * checkpoint["clean_acc"], 100 * (1 - checkpoint["clean_acc"]), path)
+    return model.eval()
+
+
+def _robustbench_checkpoint(arch: str, ckpt_dir: str, dataset: str) -> tuple:
+    """(expected path, download URL) of a robustbench corruptions model."""
+    if dataset == "imagenet" and "Standard" in arch:
+        # built by torchvision with pretrained weights from the torch hub cache
+        return Path(torch.hub.get_dir()) / "checkpoints" / R50_FILE, R50_URL
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    gdrive_id = model_dicts[BenchmarkDataset(dataset)][ThreatModel.corruptions][arch].get("gdrive_id")
+    url = (f"https://drive.google.com/uc?id={gdrive_id}" if isinstance(gdrive_id, str) and gdrive_id
+           else "the RobustBench model zoo (https://github.com/RobustBench/robustbench)")
+    return Path(ckpt_dir) / dataset / "corruptions" / f"{arch}.pt", url
+
+
+def load_robustbench_model(arch: str, ckpt_dir: str, dataset: str) -> nn.Module:
+    """robustbench's load_model for the corruptions threat model, with a clear missing-file error."""
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+    from robustbench.utils import load_model
+
+    known = model_dicts[BenchmarkDataset(dataset)][ThreatModel.corruptions]
+    if arch not in known:
+        raise ConfigError(
+            f"config key MODEL.ARCH: {arch} is not a robustbench corruptions model for {dataset}; "
+            f"choose from {sorted(known)}")
+    path, url = _robustbench_checkpoint(arch, ckpt_dir, dataset)
+    try:
+        return load_model(arch, ckpt_dir, dataset, ThreatModel.corruptions)
+    except Exception as e:  # requests / urllib / gdown errors when offline
+        if path.is_file():
+            raise  # the file is there, so the failure is not a missing download
+        raise MissingResourceError(
+            f"model checkpoint {path} is missing and could not be downloaded "
+            f"({type(e).__name__}); download it from {url} and save it at that path") from None
+
+
+def load_source_model(arch: str, ckpt_dir: str, dataset: str, data_dir: str = "./data",
+                      mnist_cfg: Dict[str, Any] | None = None,
+                      device: torch.device = torch.device("cpu")) -> nn.Module:
+    """The source model for a dataset, in eval mode on the CPU."""
+    if dataset == "mnist":
+        return load_mnist_cnn(ckpt_dir, data_dir, device=device, **(mnist_cfg or {})).cpu()
+    return load_robustbench_model(arch, ckpt_dir, dataset)

@@ -1,0 +1,102 @@
+"""Result reporting: the reference README's Markdown table, CSV / JSON files and bar charts.
+
+`results[method][severity][corruption]` holds the error as a fraction (0.186 = 18.6 %).
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+Results = Dict[str, Dict[int, Dict[str, float]]]
+
+# column titles of the reference README's table
+SHORT_NAMES = {
+    "gaussian_noise": "gauss_noise", "elastic_transform": "elastic_trans", "jpeg_compression": "jpeg",
+}
+
+
+def short_name(corruption: str) -> str:
+    """The reference README's column title for a corruption."""
+    return SHORT_NAMES.get(corruption, corruption)
+
+
+def severities(results: Results) -> List[int]:
+    """Severities present in the results, in the order they were run."""
+    seen: List[int] = []
+    for per_method in results.values():
+        seen += [s for s in per_method if s not in seen]
+    return seen
+
+
+def mean_error(errors: Dict[str, float]) -> float:
+    """Mean error over the corruptions of one severity."""
+    return float(np.mean(list(errors.values())))
+
+
+def markdown_table(results: Results, severity: int) -> str:
+    """One severity as the reference README's table: a row per method, mean + one column per corruption."""
+    methods = [m for m in results if severity in results[m]]
+    corruptions = list(results[methods[0]][severity])
+    header = ["", "mean"] + [short_name(c) for c in corruptions]
+    lines = ["| " + " | ".join(header) + " |",
+             "| --- | " + " | ".join("---:" for _ in header[1:]) + " |"]
+    for m in methods:
+        errors = results[m][severity]
+        cells = [m, f"{100 * mean_error(errors):.1f}"] + [f"{100 * errors[c]:.1f}" for c in corruptions]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(results: Results, path: Path) -> None:
+    """One row per method x severity: mean and each corruption, errors in %."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        for severity in severities(results):
+            methods = [m for m in results if severity in results[m]]
+            corruptions = list(results[methods[0]][severity])
+            writer.writerow(["method", "severity", "mean"] + corruptions)
+            for m in methods:
+                errors = results[m][severity]
+                writer.writerow([m, severity, f"{100 * mean_error(errors):.2f}"]
+                                + [f"{100 * errors[c]:.2f}" for c in corruptions])
+
+
+def write_json(results: Results, path: Path, meta: Dict[str, object]) -> None:
+    """Errors in % with their means, plus the run's metadata (dataset, model, config file...)."""
+    payload = {
+        **meta,
+        "error_percent": {
+            m: {str(s): {"mean": 100 * mean_error(errs), **{c: 100 * e for c, e in errs.items()}}
+                for s, errs in per_sev.items()}
+            for m, per_sev in results.items()},
+    }
+    path.write_text(json.dumps(payload, indent=2))
+
+
+def plot_errors(errors_by_severity: Dict[int, Dict[str, float]], title: str, path: Path) -> None:
+    """Bar chart of error per corruption for one method, one bar colour per severity."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    sevs = list(errors_by_severity)
+    corruptions = list(errors_by_severity[sevs[0]])
+    x = np.arange(len(corruptions) + 1)  # + the mean
+    width = 0.8 / len(sevs)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(x) + 2), 4))
+    for i, s in enumerate(sevs):
+        errs = errors_by_severity[s]
+        values = [100 * mean_error(errs)] + [100 * errs[c] for c in corruptions]
+        ax.bar(x + (i - (len(sevs) - 1) / 2) * width, values, width, label=f"severity {s}")
+    ax.set_xticks(x, ["mean"] + [short_name(c) for c in corruptions], rotation=60, ha="right")
+    ax.set_ylabel("error (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

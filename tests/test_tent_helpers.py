@@ -1,0 +1,26 @@
+"""Fixtures shared by the tent test modules (imported by them; this module has no tests itself)."""
+import logging
+
+import pytest
+
+from tent import conf, mnistc
+
+
+@pytest.fixture(scope="module")
+def mnist_data_dir(tmp_path_factory) -> str:
+    """A DATA_DIR holding the MNIST split with 500 training images (built once per module)."""
+    data_dir = str(tmp_path_factory.mktemp("mnistc"))
+    mnistc.load_split(data_dir, 500, 0)
+    return data_dir
+
+
+@pytest.fixture()
+def fresh_cfg():
+    """The global config starts from its defaults, and no logging handlers of ours are left behind."""
+    conf.reset_cfg()
+    yield conf.cfg
+    conf.reset_cfg()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_tent", False)]:
+        root.removeHandler(handler)
+        handler.close()
