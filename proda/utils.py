@@ -44,6 +44,10 @@ def fliplr(img: torch.Tensor) -> torch.Tensor:
     return img.flip(3)
 
 
+class OptionError(ValueError):
+    """Options that contradict each other or the files on disk."""
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint or prototype file that is missing, corrupt or of the wrong shape."""
 

@@ -1,0 +1,132 @@
+"""ProDA data: the Cityscapes, GTA5 and SYNTHIA loaders, joint augmentations that record what
+they drew, RandAugment for the strong view, and `create_dataset`, which builds the source
+and target loaders of one training run.
+
+    datasets = create_dataset(opt, logger)
+    for target in datasets.target_train_loader:       # one epoch over the target domain
+        source = datasets.source_train_loader.next()  # the source never runs out
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import random
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.utils.data
+
+from proda.data.augmentations import Compose, RandomCrop, RandomHorizontallyFlip, RandomSized
+from proda.data.base_dataset import IGNORE_INDEX, BaseDataset, DatasetError
+from proda.data.cityscapes_dataset import Cityscapes_loader
+from proda.data.DataProvider import DataProvider
+from proda.data.gta5_dataset import GTA5_loader
+from proda.data.randaugment import RandAugmentMC, affine_sample
+from proda.data.synthia_dataset import Synthia_loader
+
+__all__ = ["create_dataset", "find_dataset_using_name", "get_composed_augmentations", "worker_init_fn",
+           "CustomDatasetDataLoader", "BaseDataset", "DatasetError", "IGNORE_INDEX", "Cityscapes_loader",
+           "GTA5_loader", "Synthia_loader", "DataProvider", "Compose", "RandomSized", "RandomCrop",
+           "RandomHorizontallyFlip", "RandAugmentMC", "affine_sample"]
+
+
+def find_dataset_using_name(name: str) -> type:
+    """The class '<name>_loader' (any case) of module proda.data.<name>_dataset."""
+    module_name = f"proda.data.{name}_dataset"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        raise NotImplementedError(f"no dataset module {module_name}") from None
+    wanted = f"{name}_loader".lower()
+    for attr, cls in vars(module).items():
+        if attr.lower() == wanted and isinstance(cls, type) and issubclass(cls, BaseDataset):
+            return cls
+    raise NotImplementedError(f"In {module_name}.py, there should be a subclass of BaseDataset "
+                              f"with class name that matches {wanted} in lowercase.")
+
+
+def get_composed_augmentations(opt: Any) -> Compose:
+    """The weak view: random resize, random crop, random horizontal flip."""
+    return Compose([RandomSized(opt.resize), RandomCrop(opt.rcrop), RandomHorizontallyFlip(opt.hflip)])
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """Seed `random` and NumPy from the worker's torch seed: augmentations differ per worker
+    and per epoch, yet repeat under the same torch.manual_seed."""
+    seed = torch.initial_seed() % 2 ** 32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def is_distributed() -> bool:
+    """True inside an initialised torch.distributed process group."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def loader_kwargs(opt: Any, dataset: torch.utils.data.Dataset, shuffle: bool, drop_last: bool,
+                  train: bool) -> Dict[str, Any]:
+    """DataLoader arguments; training loaders of a distributed run get a DistributedSampler."""
+    sampler = None
+    if train and is_distributed():
+        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, seed=opt.seed, drop_last=drop_last)
+    return dict(batch_size=opt.bs, shuffle=shuffle and sampler is None, sampler=sampler,
+                num_workers=int(opt.num_workers), drop_last=drop_last,
+                pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init_fn)
+
+
+def check_batchable(dataset: torch.utils.data.Dataset, batch_size: int, drop_last: bool) -> None:
+    """With drop_last, a dataset smaller than one batch would yield nothing: say so."""
+    if drop_last and len(dataset) < batch_size:
+        raise ValueError(f"{type(dataset).__name__} has {len(dataset)} images, fewer than the batch size "
+                         f"{batch_size}: lower --bs or add images")
+
+
+class CustomDatasetDataLoader:
+    """The datasets and loaders of a run: source_train(_loader), target_train(_loader), target_valid(_loader)."""
+
+    def __init__(self, opt: Any, logger: Optional[logging.Logger]) -> None:
+        self.opt = opt
+        self.logger = logger or logging.getLogger(__name__)
+
+        source_cls = find_dataset_using_name(opt.src_dataset)
+        self.source_train = source_cls(opt, logger, augmentations=None if opt.noaug else get_composed_augmentations(opt))
+        self._created(self.source_train, "source")
+        target_cls = find_dataset_using_name(opt.tgt_dataset)
+        self.target_train = target_cls(opt, logger, augmentations=None if opt.noaug else get_composed_augmentations(opt),
+                                       split="train")
+        self._created(self.target_train, "target")
+
+        check_batchable(self.source_train, opt.bs, drop_last=True)
+        check_batchable(self.target_train, opt.bs, drop_last=not opt.no_droplast)
+        self.source_train_loader = DataProvider(
+            self.source_train, **loader_kwargs(opt, self.source_train, not opt.noshuffle, True, train=True))
+        self.target_train_loader = torch.utils.data.DataLoader(
+            self.target_train, **loader_kwargs(opt, self.target_train, not opt.noshuffle, not opt.no_droplast, train=True))
+
+        self.source_valid = None
+        self.source_valid_loader = None
+        self.target_valid = target_cls(opt, logger, augmentations=None, split="val")
+        self.logger.info("%s target_valid dataset has been created", type(self.target_valid).__name__)
+        self.target_valid_loader = torch.utils.data.DataLoader(
+            self.target_valid, **loader_kwargs(opt, self.target_valid, False, False, train=False))
+
+    def _created(self, dataset: BaseDataset, role: str) -> None:
+        """Log the dataset and read its first item, as the reference does (fails early on bad data)."""
+        self.logger.info("%s %s dataset has been created", type(dataset).__name__, role)
+        dataset[0]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Give a distributed target sampler the epoch, so that each epoch shuffles anew."""
+        if hasattr(self.target_train_loader.sampler, "set_epoch"):
+            self.target_train_loader.sampler.set_epoch(epoch)
+
+    def load_data(self) -> "CustomDatasetDataLoader":
+        """The reference's accessor: the object itself."""
+        return self
+
+
+def create_dataset(opt: Any, logger: Optional[logging.Logger]) -> CustomDatasetDataLoader:
+    """Build the source / target datasets and loaders of a run from the options."""
+    return CustomDatasetDataLoader(opt, logger).load_data()

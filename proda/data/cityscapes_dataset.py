@@ -1,0 +1,129 @@
+"""Cityscapes, the target domain: leftImg8bit/<split>/<city>/*_leftImg8bit.png with
+gtFine/<split>/<city>/*_gtFine_labelIds.png, resized to 2048x1024 (reference) or --tgt_img_size.
+
+Training items also carry the unaugmented image ('img_full') and, with --used_save_pseudo,
+the saved pseudo labels: soft probabilities ('lpsoft', --proto_rectify) or hard labels
+('lp') whose confidence <= --threshold is set to the ignore index.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+from PIL import Image
+
+from proda.data.base_dataset import IGNORE_INDEX, BaseDataset, DatasetError, normalize_image, require_path, resize_label
+
+IMG_SIZE = (2048, 1024)  # (W, H) of the reference
+
+VALID_CLASSES = {
+    19: [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33],
+    16: [7, 8, 11, 12, 13, 17, 19, 20, 21, 23, 24, 25, 26, 28, 32, 33],
+    13: [7, 8, 11, 19, 20, 21, 23, 24, 25, 26, 28, 32, 33],
+}
+CLASS_NAMES = {
+    19: ["unlabelled", "road", "sidewalk", "building", "wall", "fence", "pole", "traffic_light",
+         "traffic_sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus",
+         "train", "motorcycle", "bicycle"],
+    16: ["unlabelled", "road", "sidewalk", "building", "wall", "fence", "pole", "traffic_light",
+         "traffic_sign", "vegetation", "sky", "person", "rider", "car", "bus", "motorcycle", "bicycle"],
+    13: ["unlabelled", "road", "sidewalk", "building", "traffic_light", "traffic_sign", "vegetation",
+         "sky", "person", "rider", "car", "bus", "motorcycle", "bicycle"],
+}
+DOWNLOAD_HINT = ("download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
+                 "https://www.cityscapes-dataset.com and unzip both into --tgt_rootpath")
+
+
+def recursive_glob(rootdir: str = ".", suffix: str = "") -> List[str]:
+    """All files under rootdir whose name ends with suffix."""
+    return [os.path.join(looproot, filename)
+            for looproot, _, filenames in os.walk(rootdir)
+            for filename in filenames if filename.endswith(suffix)]
+
+
+class Cityscapes_loader(BaseDataset):
+    """Cityscapes images and labels (19 / 16 / 13 classes) with saved pseudo labels for training."""
+
+    download_hint = DOWNLOAD_HINT
+
+    def __init__(self, opt: Any, logger: Optional[logging.Logger], augmentations: Any = None,
+                 split: str = "train") -> None:
+        n_class = opt.n_class
+        super().__init__(opt, logger, augmentations, VALID_CLASSES[n_class], CLASS_NAMES[n_class],
+                         opt.tgt_img_size or IMG_SIZE)
+        self.root = opt.tgt_rootpath
+        self.split = split
+        require_path(self.root, "Cityscapes root", DOWNLOAD_HINT, is_dir=True)
+        self.images_base = require_path(os.path.join(self.root, "leftImg8bit", split),
+                                        f"Cityscapes {split} images", DOWNLOAD_HINT, is_dir=True)
+        self.annotations_base = require_path(os.path.join(self.root, "gtFine", split),
+                                             f"Cityscapes {split} labels", DOWNLOAD_HINT, is_dir=True)
+        self.files = sorted(recursive_glob(rootdir=self.images_base, suffix=".png"))
+        if not self.files:
+            raise DatasetError(f"No files for split=[{split}] found in {self.images_base} ({DOWNLOAD_HINT})")
+        self.uses_pseudo = split == "train" and opt.used_save_pseudo
+        if self.uses_pseudo:
+            self._check_pseudo_folder()
+        self.log_found(len(self.files), split)
+
+    def __len__(self) -> int:
+        """Number of images in the split."""
+        return len(self.files)
+
+    def label_path(self, img_path: str) -> str:
+        """gtFine/<split>/<city>/<name>_gtFine_labelIds.png of an image."""
+        city = os.path.basename(os.path.dirname(img_path))
+        return os.path.join(self.annotations_base, city, os.path.basename(img_path)[:-15] + "gtFine_labelIds.png")
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        """Item dict: img, img_full, label, img_path [, img_strong, params, weak_params, lp | lpsoft]."""
+        img_path = self.files[index].rstrip()
+        img = self.load_image(img_path)
+        lbl_path = require_path(self.label_path(img_path), "Cityscapes label", DOWNLOAD_HINT)
+        lbl = self.encode_segmap(resize_label(np.asarray(Image.open(lbl_path), dtype=np.uint8), self.img_size))
+        img_full = normalize_image(img, self.mean)
+        lp, lpsoft = self.load_pseudo(img_path) if self.uses_pseudo else (None, None)
+        item = self.make_item(img, lbl, self.files[index], lp=lp, lpsoft=lpsoft)
+        item["img_full"] = img_full
+        return item
+
+    def _check_pseudo_folder(self) -> None:
+        """The pseudo-label folder of this stage must exist before training starts."""
+        if self.opt.proto_rectify:
+            require_path(self.opt.path_soft, "soft pseudo-label folder", self._pseudo_hint(soft=True), is_dir=True)
+        else:
+            require_path(self.opt.path_LP, "pseudo-label folder", self._pseudo_hint(soft=False), is_dir=True)
+
+    @staticmethod
+    def _pseudo_hint(soft: bool) -> str:
+        """How the pseudo labels are made, for error messages."""
+        if soft:
+            return ("run python -m proda.generate_pseudo_label --soft --name <NAME> --resume_path <warm-up checkpoint> "
+                    "and pass --path_soft <save_path>/<NAME>")
+        return ("run python -m proda.generate_pseudo_label --flip --name <NAME> --resume_path <previous stage checkpoint> "
+                "and pass --path_LP <save_path>/<NAME>")
+
+    def load_pseudo(self, img_path: str) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        """(lp, lpsoft) saved for this image: soft C x h x w probabilities, or a hard label map."""
+        name = os.path.basename(img_path)
+        if self.opt.proto_rectify:
+            path = os.path.join(self.opt.path_soft, name.replace(".png", ".npy"))
+            return None, np.load(require_path(path, "soft pseudo labels", self._pseudo_hint(soft=True)))
+        path = require_path(os.path.join(self.opt.path_LP, name), "pseudo labels", self._pseudo_hint(soft=False))
+        lp = np.array(Image.open(path), dtype=np.uint8)
+        if self.opt.threshold > 0:  # a threshold <= 0 ignores nothing: confidences are positive
+            conf_path = os.path.join(self.opt.path_LP, name.replace(".png", "_conf.npy"))
+            conf = np.load(require_path(conf_path, "pseudo-label confidences", self._pseudo_hint(soft=False)))
+            if conf.shape != lp.shape:
+                raise DatasetError(f"pseudo-label confidences {conf_path} have shape {conf.shape}, "
+                                   f"the label {path} has {lp.shape} ({self._pseudo_hint(soft=False)})")
+            lp[conf <= self.opt.threshold] = IGNORE_INDEX
+        return resize_label(lp, self.img_size), None
+
+    def get_cls_num_list(self) -> np.ndarray:
+        """Pixel count per class on Cityscapes train (the reference's table)."""
+        return np.array([1557726944, 254364912, 673500400, 18431664, 14431392, 29361440, 7038112,
+                         7352368, 477239920, 40134240, 211669120, 36057968, 865184, 264786464,
+                         17128544, 2385680, 943312, 504112, 2174560])
