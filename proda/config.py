@@ -36,17 +36,23 @@ class Config(dict):
         return Config(_load(os.path.abspath(path), stack=[]))
 
 
+def _shown(path: str) -> str:
+    """A path as messages show it: relative to the working directory when inside it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def _load(path: str, stack: List[str]) -> Dict[str, Any]:
     """Options of one file, with its bases merged underneath."""
     if path in stack:
-        chain = " -> ".join(os.path.relpath(p) for p in stack + [path])
+        chain = " -> ".join(_shown(p) for p in stack + [path])
         raise ConfigError(f"config inheritance cycle: {chain}")
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {os.path.relpath(path)}")
+        raise ConfigError(f"config file not found: {_shown(path)}")
     try:
         namespace = runpy.run_path(path)
     except SyntaxError as err:
-        raise ConfigError(f"config file {os.path.relpath(path)} is not valid Python: {err}") from None
+        raise ConfigError(f"config file {_shown(path)} is not valid Python: {err}") from None
 
     merged: Dict[str, Any] = {}
     for base in _as_list(namespace.get("_base_")):

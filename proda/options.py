@@ -82,15 +82,21 @@ def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
     g.add_argument("--stage", type=str, default="stage1", choices=STAGES,
                    help="warm_up (adversarial) | src_only (source only) | stage1 (denoising + structure) | stage2/stage3 (distillation)")
     g.add_argument("--lr", type=float, default=0.0001)
-    g.add_argument("--bs", type=int, default=4, help="batch size per process")
+    g.add_argument("--bs", type=int, default=4, help="total batch size (split across torchrun processes, as the reference's DataParallel split it across GPUs)")
     g.add_argument("--epochs", type=int, default=84, help="epochs over the target loader")
     g.add_argument("--train_iters", type=int, default=90000, help="length of the poly learning-rate schedule")
     g.add_argument("--max_iters", type=int, default=0,
                    help="[added] stop after this many iterations (0: run all --epochs, as the reference)")
     g.add_argument("--moving_prototype", action="store_true")
     g.add_argument("--no_resume", action="store_true", help="do not load --resume_path into the student")
+    g.add_argument("--restart", action="store_true",
+                   help="[added] ignore an interrupted run's current checkpoint in the log dir and start over")
     g.add_argument("--seed", type=int, default=1337, help="random seed")
     g.add_argument("--finetune", action="store_true", help="separate 1x / 10x learning rates for backbone / head")
+    g.add_argument("--unique_lr_params", action="store_true",
+                   help="[added] give SGD each backbone parameter once in the 1x group (the corrected form; the "
+                        "reference's get_1x_lr_params yields most of them 3-4 times, so with --finetune or "
+                        "warm_up SGD updates them 3-4 times per step)")
     g.add_argument("--proto_momentum", type=float, default=0.0001)
     g.add_argument("--proto_rectify", action="store_true")
     g.add_argument("--proto_temperature", type=float, default=1.0)
@@ -139,6 +145,10 @@ def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
     g.add_argument("--soft", action="store_true", help="generate_pseudo_label.py: save soft pseudo label")
     g.add_argument("--flip", action="store_true", help="generate_pseudo_label.py: average with the flipped image")
     g.add_argument("--source", action="store_true", help="calc_prototype.py: calc source prototype")
+    g.add_argument("--results_json", type=str, default="",
+                   help="[added] test.py: also write mIoU and per-class IoU to this JSON file")
+    g.add_argument("--save_pred", type=str, default="",
+                   help="[added] test.py: folder for colour-coded prediction PNGs (empty: none)")
     return p
 
 

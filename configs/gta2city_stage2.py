@@ -1,0 +1,26 @@
+"""GTA5 -> Cityscapes stage 2: self-distillation of the stage-1 model into a SimCLR-initialised student.
+
+    python -m proda.train --config configs/gta2city_stage2.py
+
+Needs the hard pseudo labels of gta2city_stage2_pseudo.py and the SimCLRv2 ResNet-101
+checkpoint (--simclr_path, default pretrained/simclr/r101_1x_sk0.pth); scripts/proda_stage2.sh
+runs both steps. Reference README: train.py --name gta2citylabv2_stage2 --stage stage2
+--used_save_pseudo --path_LP Pseudo/gta2citylabv2_stage1Denoise --resume_path
+./logs/gta2citylabv2_stage1Denoise/...best_model.pkl --S_pseudo 1 --threshold 0.95
+--distillation 1 --finetune --lr 6e-4 --student_init simclr --bn_clr --no_resume.
+--resume_path is the teacher here; --no_resume keeps it out of the student. Published: 56.9 mIoU.
+"""
+_base_ = "gta2city_base.py"
+name = "gta2citylabv2_stage2"
+stage = "stage2"
+used_save_pseudo = True
+path_LP = "Pseudo/gta2citylabv2_stage1Denoise"
+resume_path = "logs/gta2citylabv2_stage1Denoise/from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl"
+S_pseudo = 1.0
+threshold = 0.95
+distillation = 1.0
+finetune = True
+lr = 6e-4
+student_init = "simclr"
+bn_clr = True
+no_resume = True

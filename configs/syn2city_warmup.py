@@ -1,0 +1,18 @@
+"""SYNTHIA -> Cityscapes warm-up: source cross-entropy + output-space adversarial alignment.
+
+    python -m proda.train --config configs/syn2city_warmup.py
+
+The maintainers' recipe (microsoft/ProDA issues 27 and 42; their README has no warm-up
+command): --stage warm_up --freeze_bn --gan LS --lr 2.5e-4 --adv 0.01 --no_resume, from
+ImageNet weights. Writes logs/syn2citylabv2_warmup/from_synthia_to_cityscapes_on_deeplabv2_best_model.pkl
+(the released warm-up model, 41.4 mIoU, is the same file; stage 1 starts from either).
+"""
+_base_ = "syn2city_base.py"
+name = "syn2citylabv2_warmup"
+stage = "warm_up"
+freeze_bn = True
+gan = "LS"
+lr = 2.5e-4
+adv = 0.01
+no_resume = True
+student_init = "imagenet"  # the reference's default ('stage1') also starts from ImageNet weights

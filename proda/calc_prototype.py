@@ -1,0 +1,64 @@
+"""Compute the initial class prototypes (feature centroids) that stage 1 starts from.
+
+    python -m proda.calc_prototype --resume_path logs/gta2city_warmup/from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl
+    python -m proda.calc_prototype --resume_path ... --source     # source prototypes from source labels
+
+Target prototypes average the 256-d features of each predicted class over the target training
+images; source prototypes use the pixels where prediction and label agree. The file is written
+beside --resume_path as prototypes_on_{dataset}_from_deeplabv2, where train.py looks for it.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from proda import engine
+from proda.data import create_dataset
+from proda.models.adaptation_modelv2 import CustomModel
+from proda.utils import atomic_save, get_device
+
+PROTOTYPE_EPOCHS = 4  # the reference always averages over four passes of the loader
+
+
+@torch.no_grad()
+def batch_prototypes(model: CustomModel, images: torch.Tensor, labels=None):
+    """Per-image class mean features of one batch (restricted to labelled pixels when labels are given)."""
+    out = model.BaseNet_DP(images, ssl=True)
+    if labels is not None:
+        labels = F.interpolate(labels.unsqueeze(1).float(), size=out["feat"].shape[2:], mode="nearest")
+    return model.calculate_mean_vector(out["feat"], out["out"], labels)
+
+
+def calc_prototype(opt: argparse.Namespace, logger: logging.Logger) -> None:
+    """Accumulate class means over the data with the 'mean' update and save them."""
+    engine.seed_everything(opt.seed)
+    device = get_device(opt.device)
+    datasets = create_dataset(opt, logger)
+    model = CustomModel(opt, logger)
+    model.eval()
+    for epoch in range(PROTOTYPE_EPOCHS):
+        for target in tqdm(datasets.target_train_loader, desc=f"prototypes {epoch + 1}/{PROTOTYPE_EPOCHS}"):
+            if opt.source:
+                source = datasets.source_train_loader.next()
+                vectors, ids = batch_prototypes(model, source["img"].to(device), source["label"].to(device))
+            else:
+                vectors, ids = batch_prototypes(model, target["img"].to(device))
+            model.update_objective_vectors(vectors, ids, name="mean")
+    dataset = opt.src_dataset if opt.source else opt.tgt_dataset
+    path = engine.prototype_file(opt, dataset)
+    atomic_save(model.objective_vectors.detach().cpu(), path)
+    seen = int((model.objective_vectors_num > 0).sum())
+    logger.info("saved %d x %d prototypes (%d classes seen) to %s", *model.objective_vectors.shape, seen, path)
+
+
+def main(argv=None) -> None:
+    """Command-line entry point."""
+    engine.run(calc_prototype, description=__doc__.splitlines()[0], argv=argv, adjust=engine.inference_options)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""What the ProDA entry points share: start-up, distributed set-up, evaluation, file names.
+
+Written once here so that train.py, calc_prototype.py, generate_pseudo_label.py and test.py
+stay short (the reference repeats `get_logger` and the validation loop in each script).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from proda.metrics import runningScore
+from proda.options import parse_opt
+from proda.utils import CheckpointError, OptionError, get_device, get_logger
+
+# SYNTHIA papers report mIoU over 13 classes: the 16-class set without wall, fence and pole.
+SYNTHIA_13_OF_16 = [0, 1, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+
+
+def user_errors() -> Tuple[type, ...]:
+    """Exceptions that describe a user-fixable problem and are shown as one line."""
+    from proda.data import DatasetError  # local import: keeps `--help` fast
+    return (CheckpointError, DatasetError, OptionError, FileNotFoundError)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices), as the reference scripts do."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def init_distributed(opt: argparse.Namespace) -> Tuple[int, int]:
+    """Join the torchrun process group when launched by torchrun; returns (rank, world size).
+
+    Each process drives one GPU (cuda:LOCAL_RANK). The reference's --bs was the total batch of
+    its DataParallel run, so each process takes bs / world_size images.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        opt.device = f"cuda:{local_rank}"
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if opt.bs % world:
+        raise OptionError(f"--bs {opt.bs} is the total batch size and must be divisible by the {world} processes")
+    opt.bs //= world
+    return dist.get_rank(), world
+
+
+def is_main_process() -> bool:
+    """True on the process that logs and writes files (rank 0, or the only process)."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every process (no-op without a process group)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def run(main: Callable[[argparse.Namespace, logging.Logger], None], description: str,
+        argv: Optional[Sequence[str]] = None,
+        adjust: Optional[Callable[[argparse.Namespace], None]] = None) -> None:
+    """Parse options, set up distributed mode and logging, run `main`, report user errors in one line."""
+    opt = parse_opt(argv, description=description)
+    if adjust is not None:
+        adjust(opt)
+    logger = None
+    try:
+        init_distributed(opt)
+        logger = get_logger(opt.logdir, console=is_main_process())
+        if not is_main_process():
+            logger.setLevel(logging.WARNING)
+        logger.info("RUNDIR: %s", opt.logdir)
+        logger.info("options: %s", vars(opt))
+        main(opt, logger)
+    except user_errors() as err:
+        message = f"error: {err}"
+        if logger is not None:
+            logger.error(message)
+        else:
+            print(f"{os.path.basename(sys.argv[0])}: {message}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def inference_options(opt: argparse.Namespace) -> None:
+    """Options of the scripts that only run a trained model (prototypes, pseudo labels, test).
+
+    Unaugmented, unshuffled images in order (the reference forces noaug and noshuffle), the
+    model of --resume_path always loaded, and no saved pseudo labels read.
+    """
+    opt.noaug = True
+    opt.noshuffle = True
+    opt.no_resume = False
+    opt.used_save_pseudo = False
+
+
+def model_file(opt: argparse.Namespace, kind: str) -> str:
+    """Checkpoint path in the log dir, named as the reference names it (kind: current | best)."""
+    return os.path.join(opt.logdir, f"from_{opt.src_dataset}_to_{opt.tgt_dataset}_on_{opt.model_name}_{kind}_model.pkl")
+
+
+def prototype_file(opt: argparse.Namespace, dataset: str) -> str:
+    """Prototype file beside --resume_path, named as the reference names it."""
+    return os.path.join(os.path.dirname(opt.resume_path), f"prototypes_on_{dataset}_from_{opt.model_name}")
+
+
+@torch.no_grad()
+def predict(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits of `net` upsampled to the input size (bilinear, align_corners=True as the reference)."""
+    out = net(images)["out"]
+    return F.interpolate(out, size=images.shape[2:], mode="bilinear", align_corners=True)
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, loader: Iterable, n_class: int, device: torch.device,
+             on_batch: Optional[Callable[[dict, torch.Tensor], None]] = None,
+             desc: str = "val") -> runningScore:
+    """Confusion matrix of `net` (already in eval mode) over `loader`; on_batch sees each prediction."""
+    score = runningScore(n_class)
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not is_main_process()):
+        images = batch["img"].to(device)
+        pred = predict(net, images).argmax(1)
+        score.update(batch["label"].numpy(), pred.cpu().numpy())
+        if on_batch is not None:
+            on_batch(batch, pred)
+    return score
+
+
+def iou_table(score: runningScore, class_names: List[str]) -> Tuple[str, Dict[str, float]]:
+    """Markdown table of per-class IoU (%) with mIoU, and the numbers as a dict."""
+    metrics, class_iou = score.get_scores()
+    rows = ["| class | IoU (%) |", "| --- | ---: |"]
+    per_class = {}
+    for idx, name in enumerate(class_names):
+        iou = float(class_iou[idx]) * 100
+        per_class[name] = iou
+        rows.append(f"| {name} | {iou:.2f} |")
+    miou = float(metrics["Mean IoU : \t"]) * 100
+    rows.append(f"| **mIoU** | **{miou:.2f}** |")
+    results = {"mIoU": miou, "per_class_iou": per_class,
+               "overall_acc": float(metrics["Overall Acc: \t"]) * 100,
+               "mean_acc": float(metrics["Mean Acc : \t"]) * 100}
+    if len(class_names) == 16:
+        ious = np.array([float(class_iou[i]) for i in SYNTHIA_13_OF_16])
+        results["mIoU13"] = float(np.nanmean(ious)) * 100
+        rows.append(f"| **mIoU (13 classes)** | **{results['mIoU13']:.2f}** |")
+    return "\n".join(rows), results
+
+
+def colorize(decode_segmap: Callable[[np.ndarray], np.ndarray], labels: torch.Tensor) -> torch.Tensor:
+    """N x H x W label maps -> N x 3 x H x W colour images in [0, 1] via the dataset's palette."""
+    rgbs = [torch.from_numpy(decode_segmap(lbl.cpu().numpy())).permute(2, 0, 1) for lbl in labels]
+    return torch.stack(rgbs).float()

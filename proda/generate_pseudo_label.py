@@ -1,0 +1,133 @@
+"""Write pseudo labels for the target training images with a trained model.
+
+    python -m proda.generate_pseudo_label --name gta2city_warmup_soft --soft --resume_path WARMUP.pkl
+    python -m proda.generate_pseudo_label --name gta2city_stage1 --flip --resume_path STAGE1_BEST.pkl
+
+--soft (stage 1 input): the class probabilities of each image at the network's output
+resolution, <image>.npy (C x h x w, float32). Otherwise (stage 2/3 input): hard labels at image
+resolution, <image>.png, their confidences <image>_conf.npy (float16) and a colour image
+<image>_color.png; --flip averages the probabilities with those of the mirrored image.
+Files go to <save_path>/<name>/. Images whose files all exist are skipped, so an interrupted
+run continues where it stopped; a `.complete` marker is written when every image is done.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+from typing import List
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from proda import engine
+from proda.data import find_dataset_using_name
+from proda.models.adaptation_modelv2 import CustomModel
+from proda.utils import fliplr, get_device
+
+COMPLETE_MARKER = ".complete"
+
+
+def output_files(out_dir: str, img_path: str, soft: bool) -> List[str]:
+    """The files one image produces."""
+    stem = os.path.splitext(os.path.basename(img_path))[0]
+    if soft:
+        return [os.path.join(out_dir, stem + ".npy")]
+    return [os.path.join(out_dir, stem + suffix) for suffix in (".png", "_conf.npy", "_color.png")]
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write bytes to a temporary name, then rename: no half-written label survives a crash."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array serialised as a .npy file."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """A uint8 array (H x W or H x W x 3) encoded as PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@torch.no_grad()
+def probabilities(net: torch.nn.Module, images: torch.Tensor, flip: bool) -> torch.Tensor:
+    """Softmax at image resolution, averaged with the mirrored image's when `flip` is set."""
+    def upsampled_softmax(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(F.softmax(net(x)["out"], dim=1), size=images.shape[2:],
+                             mode="bilinear", align_corners=True)
+
+    prob = upsampled_softmax(images)
+    if flip:
+        prob = (prob + fliplr(upsampled_softmax(fliplr(images)))) / 2
+    return prob
+
+
+@torch.no_grad()
+def save_soft(net: torch.nn.Module, batch: dict, files: List[List[str]], device: torch.device) -> None:
+    """Write each image's class probabilities at output resolution."""
+    prob = F.softmax(net(batch["img"].to(device))["out"], dim=1).cpu().numpy()
+    for k, (path,) in enumerate(files):
+        write_atomic(path, npy_bytes(prob[k]))
+
+
+@torch.no_grad()
+def save_hard(net: torch.nn.Module, batch: dict, files: List[List[str]], device: torch.device,
+              flip: bool, decode_segmap) -> None:
+    """Write each image's hard label, confidence and colour visualisation."""
+    confidence, label = probabilities(net, batch["img"].to(device), flip).max(1)
+    confidence = confidence.cpu().numpy().astype(np.float16)
+    label = label.cpu().numpy().astype(np.uint8)
+    for k, (png, conf, color) in enumerate(files):
+        write_atomic(png, png_bytes(label[k]))
+        write_atomic(conf, npy_bytes(confidence[k]))
+        write_atomic(color, png_bytes((decode_segmap(label[k]) * 255).astype(np.uint8)))
+
+
+def generate(opt: argparse.Namespace, logger: logging.Logger) -> None:
+    """Label every target training image that has no complete output yet."""
+    engine.seed_everything(opt.seed)
+    device = get_device(opt.device)
+    out_dir = os.path.join(opt.save_path, opt.name)
+    os.makedirs(out_dir, exist_ok=True)
+    dataset = find_dataset_using_name(opt.tgt_dataset)(opt, logger, augmentations=None, split="train")
+    todo = [i for i, path in enumerate(dataset.files)
+            if not all(os.path.isfile(f) for f in output_files(out_dir, path, opt.soft))]
+    logger.info("%d of %d images already labelled in %s; labelling %d", len(dataset) - len(todo),
+                len(dataset), out_dir, len(todo))
+    if todo:
+        model = CustomModel(opt, logger)
+        model.eval()
+        net = model.BaseNet
+        loader = DataLoader(Subset(dataset, todo), batch_size=opt.bs, shuffle=False,
+                            num_workers=opt.num_workers, drop_last=False)
+        for batch in tqdm(loader, desc="pseudo labels"):
+            files = [output_files(out_dir, path, opt.soft) for path in batch["img_path"]]
+            if opt.soft:
+                save_soft(net, batch, files, device)
+            else:
+                save_hard(net, batch, files, device, opt.flip, dataset.decode_segmap)
+    open(os.path.join(out_dir, COMPLETE_MARKER), "w").close()
+    logger.info("pseudo labels complete in %s", out_dir)
+
+
+def main(argv=None) -> None:
+    """Command-line entry point."""
+    engine.run(generate, description=__doc__.splitlines()[0], argv=argv, adjust=engine.inference_options)
+
+
+if __name__ == "__main__":
+    main()

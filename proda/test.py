@@ -1,0 +1,74 @@
+"""Evaluate a checkpoint on the target val split: per-class IoU and mIoU.
+
+    python -m proda.test --resume_path logs/gta2city_stage3/from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl --bn_clr
+    python -m proda.test --n_class 16 --resume_path ... --results_json results.json --save_pred preds/
+
+For SYNTHIA (16 classes) the 13-class mIoU that papers also report is printed as well.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import logging
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from proda import engine
+from proda.data import find_dataset_using_name
+from proda.models.adaptation_modelv2 import CustomModel
+from proda.utils import get_device
+
+
+def prediction_writer(folder: str, decode_segmap):
+    """Callback for engine.evaluate that saves colour-coded predictions as <image>_pred.png."""
+    os.makedirs(folder, exist_ok=True)
+
+    def save(batch: dict, pred: torch.Tensor) -> None:
+        for path, label in zip(batch["img_path"], pred.cpu().numpy()):
+            stem = os.path.splitext(os.path.basename(path))[0]
+            rgb = (decode_segmap(label) * 255).astype(np.uint8)
+            Image.fromarray(rgb).save(os.path.join(folder, stem + "_pred.png"))
+    return save
+
+
+def json_safe(value):
+    """NaN (the IoU of a class absent from labels and predictions) becomes null: strict JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def test(opt: argparse.Namespace, logger: logging.Logger) -> dict:
+    """Evaluate --resume_path on the target val split and report the IoU table."""
+    engine.seed_everything(opt.seed)
+    device = get_device(opt.device)
+    dataset = find_dataset_using_name(opt.tgt_dataset)(opt, logger, augmentations=None, split="val")
+    loader = DataLoader(dataset, batch_size=opt.bs, shuffle=False, num_workers=opt.num_workers)
+    model = CustomModel(opt, logger)
+    model.eval()
+    on_batch = prediction_writer(opt.save_pred, dataset.decode_segmap) if opt.save_pred else None
+    score = engine.evaluate(model.BaseNet, loader, opt.n_class, device, on_batch=on_batch, desc="test")
+    table, results = engine.iou_table(score, dataset.class_names[1:])
+    results["checkpoint"] = opt.resume_path
+    logger.info("results of %s on %s val:\n%s", opt.resume_path, opt.tgt_dataset, table)
+    if opt.results_json:
+        os.makedirs(os.path.dirname(os.path.abspath(opt.results_json)), exist_ok=True)
+        with open(opt.results_json, "w") as f:
+            json.dump(json_safe(results), f, indent=2)
+    return results
+
+
+def main(argv=None) -> None:
+    """Command-line entry point."""
+    engine.run(test, description=__doc__.splitlines()[0], argv=argv, adjust=engine.inference_options)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+# Shared by scripts/proda_stage{1,2,3}.sh, proda_all.sh and proda_demo.sh (sourced, not run).
+#
+# Settings, all environment variables (empty = the value in the config file):
+#   SRC          gta5 | synthia                      (default gta5; picks configs <CFG_DIR>/gta2city_* or syn2city_*)
+#   CFG_DIR      folder of the stage configs         (default <repo>/configs; the demo uses configs/demo)
+#   SRC_ROOT     source dataset root                 (--src_rootpath)
+#   TGT_ROOT     Cityscapes root                     (--tgt_rootpath)
+#   WARMUP_CKPT  warm-up checkpoint stage 1 starts from
+#   STAGE1_CKPT  stage-1 model stage 2 distils       (default: stage 1's best checkpoint)
+#   STAGE2_CKPT  stage-2 model stage 3 distils       (default: stage 2's best checkpoint)
+#   LOG_DIR      parent of the training log folders  (--logdir LOG_DIR/<name>)
+#   PSEUDO_DIR   parent of the pseudo-label folders  (--save_path)
+#   SIMCLR_CKPT  SimCLR ResNet-101 for the stage-2/3 student (--simclr_path)
+#   EXTRA_ARGS   extra flags for every entry point, e.g. "--bs 2 --num_workers 4"
+#   NGPU         GPUs to train on (default: the entries of CUDA_VISIBLE_DEVICES, else nvidia-smi's count)
+#   PYTHON       interpreter (default python)
+# Relative paths are taken from the current directory, as the configs' own paths are (the ones
+# given here are made absolute, so a config's --root does not apply to them).
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"  # `python -m proda.*` without installing
+SRC="${SRC:-gta5}"
+CFG_DIR="${CFG_DIR:-$REPO/configs}"
+PYTHON="${PYTHON:-python}"
+case "$SRC" in
+  gta5) PREFIX=gta2city ;;
+  synthia) PREFIX=syn2city ;;
+  *) echo "error: SRC must be gta5 or synthia, got '$SRC'" >&2; exit 2 ;;
+esac
+read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
+
+# Path of a stage's config file, e.g. `cfg stage1` -> configs/gta2city_stage1.py.
+cfg() {
+  local file="$CFG_DIR/${PREFIX}_$1.py"
+  if [[ ! -f "$file" ]]; then
+    echo "error: config $file not found (CFG_DIR=$CFG_DIR, SRC=$SRC)" >&2
+    exit 2
+  fi
+  echo "$file"
+}
+
+# Absolute form of a path (the file need not exist).
+abspath() { realpath -m -- "$1"; }
+
+# Flags shared by every step: data roots and EXTRA_ARGS.
+common_args() {
+  local args=()
+  [[ -n "${SRC_ROOT:-}" ]] && args+=(--src_rootpath "$(abspath "$SRC_ROOT")")
+  [[ -n "${TGT_ROOT:-}" ]] && args+=(--tgt_rootpath "$(abspath "$TGT_ROOT")")
+  args+=("${EXTRA[@]}")
+  (( ${#args[@]} )) && printf '%s\n' "${args[@]}"
+  return 0
+}
+
+# Evaluate a Python expression over the options that `args...` resolve to (defaults < config
+# < flags, --root applied), as the entry points resolve them; prints an absolute path.
+# Usage: opt_path EXPR --config FILE [flags...]; `o` is the options namespace.
+opt_path() {
+  local expr="$1"; shift
+  "$PYTHON" - "$expr" "$@" <<'PY'
+import os, sys
+from proda.options import parse_opt
+o = parse_opt(sys.argv[2:])
+print(os.path.abspath(eval(sys.argv[1], {"o": o, "os": os})))
+PY
+}
+
+# File-name patterns of the entry points (the reference's names).
+BEST_CKPT='os.path.join(o.logdir, f"from_{o.src_dataset}_to_{o.tgt_dataset}_on_{o.model_name}_best_model.pkl")'
+PSEUDO_FOLDER='os.path.join(o.save_path, o.name)'
+PROTOTYPE_FILE='os.path.join(os.path.dirname(o.resume_path), f"prototypes_on_{o.tgt_dataset}_from_{o.model_name}")'
+
+# --logdir LOG_DIR/<name> for a training config when LOG_DIR is set.
+logdir_args() {
+  [[ -z "${LOG_DIR:-}" ]] && return 0
+  local name
+  name="$("$PYTHON" -c 'import sys; from proda.options import parse_opt; print(parse_opt(sys.argv[1:]).name)' "$@")"
+  printf '%s\n' --logdir "$(abspath "$LOG_DIR")/$name"
+}
+
+# Number of GPUs to train on.
+gpu_count() {
+  if [[ -n "${NGPU:-}" ]]; then
+    echo "$NGPU"
+  elif [[ -n "${CUDA_VISIBLE_DEVICES+set}" ]]; then
+    local ids="${CUDA_VISIBLE_DEVICES// /}"
+    if [[ -z "$ids" || "$ids" == -1* ]]; then echo 0; else awk -F, '{print NF}' <<< "$ids"; fi
+  elif command -v nvidia-smi > /dev/null 2>&1; then
+    nvidia-smi -L 2> /dev/null | grep -c '^GPU' || true
+  else
+    echo 0
+  fi
+}
+
+# Print a step heading.
+step() { echo; echo "==> $*"; }
+
+# Run a command, echoing it first.
+run() { echo "+ $*"; "$@"; }
+
+# Train: torchrun + DDP (SyncBatchNorm) with more than one GPU, else one process.
+run_train() {
+  local n
+  n="$(gpu_count)"
+  if (( n > 1 )); then
+    run torchrun --standalone --nproc_per_node="$n" -m proda.train "$@"
+  else
+    run "$PYTHON" -m proda.train "$@"
+  fi
+}
+
+# True when `output` exists and is newer than the checkpoint it was computed from; stops with
+# a clear message when it is older (made from an earlier model: delete `stale` to recompute).
+# Usage: up_to_date OUTPUT SOURCE_CHECKPOINT STALE_PATH
+up_to_date() {
+  local output="$1" source="$2" stale="$3"
+  [[ -e "$output" ]] || return 1
+  if [[ -e "$source" && "$source" -nt "$output" ]]; then
+    echo "error: $stale was computed before $source was last written;" \
+         "delete it (rm -r '$stale') and rerun" >&2
+    exit 1
+  fi
+  return 0
+}
+
+# Stop with one line when a checkpoint a step needs is missing.
+require_file() {
+  local path="$1" hint="$2"
+  if [[ ! -f "$path" ]]; then
+    echo "error: $path not found ($hint)" >&2
+    exit 1
+  fi
+}
+
+# Generate pseudo labels unless the folder is complete; sets PSEUDO_OUT to the folder.
+# Usage: pseudo_labels CKPT HEADING --config FILE [flags...]
+pseudo_labels() {
+  local ckpt="$1" heading="$2"; shift 2
+  local args=("$@")
+  [[ -n "${PSEUDO_DIR:-}" ]] && args+=(--save_path "$(abspath "$PSEUDO_DIR")")
+  args+=(--resume_path "$ckpt")
+  PSEUDO_OUT="$(opt_path "$PSEUDO_FOLDER" "${args[@]}")"
+  step "$heading -> $PSEUDO_OUT"
+  if up_to_date "$PSEUDO_OUT/.complete" "$ckpt" "$PSEUDO_OUT"; then
+    echo "    skipped: $PSEUDO_OUT/.complete exists"
+    return 0
+  fi
+  run "$PYTHON" -m proda.generate_pseudo_label "${args[@]}"
+}
