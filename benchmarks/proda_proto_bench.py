@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-from proda.data.randaugment import GEOMETRIC, UNSET, affine_sample  # noqa: E402
-from proda.models.adaptation_modelv2 import (class_mean_vectors, full_to_weak, one_hot_labels,  # noqa: E402
+from benchmarks.proto_loops import loop_distance, loop_mean_vectors, loop_strong_transform, loop_update  # noqa: E402
+from proda.models.adaptation_modelv2 import (class_mean_vectors, full_to_weak,  # noqa: E402
                                              prototype_distance, strong_transform, update_prototypes)
 
 logger = logging.getLogger("proda_proto_bench")
@@ -40,31 +40,6 @@ FULL_H, FULL_W = 256, 512
 
 
 # ----------------------------------------------------------------------------- loop versions (the reference's form)
-
-def loop_distance(feat: torch.Tensor, protos: torch.Tensor) -> torch.Tensor:
-    """feat_prototype_distance as the reference: one norm over all pixels per class."""
-    n, _, h, w = feat.shape
-    out = -torch.ones((n, protos.shape[0], h, w), device=feat.device)
-    for k in range(protos.shape[0]):
-        out[:, k] = torch.norm(protos[k].reshape(-1, 1, 1).expand(-1, h, w) - feat, 2, dim=1)
-    return out
-
-
-def loop_mean_vectors(feat: torch.Tensor, outputs: torch.Tensor) -> Tuple[List[torch.Tensor], List[int]]:
-    """calculate_mean_vector as the reference: a pooled product per image and class, with .item() checks."""
-    probs = F.softmax(outputs, dim=1)
-    mask = probs.max(dim=1, keepdim=True)[0].ge(-1)
-    pred = one_hot_labels(probs.argmax(dim=1, keepdim=True).float(), N_CLASS)
-    scale = F.adaptive_avg_pool2d(pred * mask, 1)
-    vectors, ids = [], []
-    for n in range(feat.shape[0]):
-        for t in range(N_CLASS):
-            if scale[n][t].item() == 0 or (pred[n][t] > 0).sum() < 10:
-                continue
-            vectors.append(F.adaptive_avg_pool2d(feat[n] * pred[n][t] * mask[n], 1) / scale[n][t])
-            ids.append(t)
-    return vectors, ids
-
 
 def loop_prototype_weight(feat_full: torch.Tensor, protos: torch.Tensor, weak: Dict) -> torch.Tensor:
     """get_prototype_weight as the reference: full2weak, the loop distance, softmax."""
@@ -76,34 +51,6 @@ def fast_prototype_weight(feat_full: torch.Tensor, protos: torch.Tensor, weak: D
     """get_prototype_weight with the vectorised distance."""
     distance = prototype_distance(full_to_weak(feat_full, weak), protos)
     return F.softmax(-(distance - distance.min(dim=1, keepdim=True)[0]), dim=1)
-
-
-def loop_update(protos: torch.Tensor, counts: torch.Tensor, vectors: List[torch.Tensor], ids: List[int]) -> None:
-    """update_objective_SingleVector as the reference (moving average), one vector at a time."""
-    for vector, i in zip(vectors, ids):
-        if vector.sum().item() == 0:
-            continue
-        protos[i] = protos[i] * (1 - 1e-4) + 1e-4 * vector.squeeze()
-        counts[i] += 1
-        counts[i] = min(counts[i], 3000)
-
-
-def loop_strong_transform(label: torch.Tensor, params: Dict, padding: float, scale: int) -> torch.Tensor:
-    """label_strong_T as the reference: .item() per image and op."""
-    label = label + 1
-    for i in range(label.shape[0]):
-        for name, param in params.items():
-            if name == "Hflip" and param[i].item() == 1:
-                label[i] = label[i].clone().flip(-1)
-            elif name in GEOMETRIC and param[i].item() != UNSET:
-                v = param[i].item()
-                v = int(v // scale) if name.startswith("Translate") else v
-                label[i:i + 1] = affine_sample(label[i:i + 1].clone(), v, name)
-            elif name == "CutoutAbs" and isinstance(param, list):
-                x0, y0, x1, y1 = (int(p[i].item() // scale) for p in param)
-                label[i, :, y0:y1, x0:x1] = 0
-    label[label == 0] = padding + 1
-    return label - 1
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -182,7 +129,7 @@ def bench_batch(n: int, device: torch.device, repeats: int) -> List[Tuple[str, f
     feat = torch.randn(n, CHANNELS, H, W, device=device)
     logits = torch.randn(n, N_CLASS, H, W, device=device) * 3
     t_loop, t_fast, (want_v, want_ids), (vectors, valid) = compare(
-        lambda: loop_mean_vectors(feat, logits), lambda: class_mean_vectors(feat, logits, N_CLASS), repeats, device)
+        lambda: loop_mean_vectors(feat, logits, N_CLASS), lambda: class_mean_vectors(feat, logits, N_CLASS), repeats, device)
     assert valid.nonzero()[:, 1].tolist() == want_ids
     rows.append(("calculate_mean_vector", t_loop, t_fast, max_rel_err(vectors[valid], torch.stack(want_v).flatten(1))))
 

@@ -9,15 +9,8 @@ Reference README: train.py --name gta2citylabv2_stage1Denoise --used_save_pseudo
 --resume_path ./pretrained/gta2citylabv2_warmup/...best_model.pkl --proto_consistW 10 --rce
 --regular_w 0.1. Writes logs/gta2citylabv2_stage1Denoise/ (published: 53.7 mIoU).
 """
-_base_ = "gta2city_base.py"
+_base_ = ["gta2city_base.py", "recipes/stage1.py"]
 name = "gta2citylabv2_stage1Denoise"
-stage = "stage1"
-used_save_pseudo = True
-ema = True
-proto_rectify = True
-moving_prototype = True
 path_soft = "Pseudo/gta2citylabv2_warmup_soft"
 resume_path = "pretrained/gta2citylabv2_warmup/from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl"
-proto_consistW = 10.0
-rce = True
-regular_w = 0.1
+regular_w = 0.1  # the GTA5 command only

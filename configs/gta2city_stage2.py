@@ -10,17 +10,9 @@ runs both steps. Reference README: train.py --name gta2citylabv2_stage2 --stage 
 --distillation 1 --finetune --lr 6e-4 --student_init simclr --bn_clr --no_resume.
 --resume_path is the teacher here; --no_resume keeps it out of the student. Published: 56.9 mIoU.
 """
-_base_ = "gta2city_base.py"
+_base_ = ["gta2city_base.py", "recipes/distill.py"]
 name = "gta2citylabv2_stage2"
 stage = "stage2"
-used_save_pseudo = True
 path_LP = "Pseudo/gta2citylabv2_stage1Denoise"
 resume_path = "logs/gta2citylabv2_stage1Denoise/from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl"
-S_pseudo = 1.0
-threshold = 0.95
-distillation = 1.0
-finetune = True
-lr = 6e-4
-student_init = "simclr"
-bn_clr = True
 no_resume = True

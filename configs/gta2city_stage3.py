@@ -9,17 +9,9 @@ Reference README: train.py --name gta2citylabv2_stage3 --stage stage3 --used_sav
 --bn_clr --ema_bn. Without --no_resume the student starts from the stage-2 model; --ema_bn
 gives the teacher the extra batch norm the stage-2 model has. Published: 57.5 mIoU.
 """
-_base_ = "gta2city_base.py"
+_base_ = ["gta2city_base.py", "recipes/distill.py"]
 name = "gta2citylabv2_stage3"
 stage = "stage3"
-used_save_pseudo = True
 path_LP = "Pseudo/gta2citylabv2_stage2"
 resume_path = "logs/gta2citylabv2_stage2/from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl"
-S_pseudo = 1.0
-threshold = 0.95
-distillation = 1.0
-finetune = True
-lr = 6e-4
-student_init = "simclr"
-bn_clr = True
 ema_bn = True

@@ -7,12 +7,5 @@ command): --stage warm_up --freeze_bn --gan LS --lr 2.5e-4 --adv 0.01 --no_resum
 ImageNet weights. Writes logs/gta2citylabv2_warmup/from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl
 (the released warm-up model, 43.3 mIoU, is the same file; stage 1 starts from either).
 """
-_base_ = "gta2city_base.py"
+_base_ = ["gta2city_base.py", "recipes/warmup.py"]
 name = "gta2citylabv2_warmup"
-stage = "warm_up"
-freeze_bn = True
-gan = "LS"
-lr = 2.5e-4
-adv = 0.01
-no_resume = True
-student_init = "imagenet"  # the reference's default ('stage1') also starts from ImageNet weights

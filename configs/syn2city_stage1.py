@@ -10,14 +10,7 @@ Reference README: train.py --name syn2citylabv2_stage1Denoise --used_save_pseudo
 (with --src_dataset synthia --n_class 16; unlike GTA5, no --regular_w).
 Writes logs/syn2citylabv2_stage1Denoise/ (published: 51.9 mIoU).
 """
-_base_ = "syn2city_base.py"
+_base_ = ["syn2city_base.py", "recipes/stage1.py"]
 name = "syn2citylabv2_stage1Denoise"
-stage = "stage1"
-used_save_pseudo = True
-ema = True
-proto_rectify = True
-moving_prototype = True
 path_soft = "Pseudo/syn2citylabv2_warmup_soft"
 resume_path = "pretrained/syn2citylabv2_warmup/from_synthia_to_cityscapes_on_deeplabv2_best_model.pkl"
-proto_consistW = 10.0
-rce = True

@@ -11,17 +11,9 @@ wrong, the stage-1 model is the teacher) --S_pseudo 1 --threshold 0.95
 --distillation 1 --finetune --lr 6e-4 --student_init simclr --bn_clr --no_resume.
 --resume_path is the teacher here; --no_resume keeps it out of the student. Published: 54.6 mIoU.
 """
-_base_ = "syn2city_base.py"
+_base_ = ["syn2city_base.py", "recipes/distill.py"]
 name = "syn2citylabv2_stage2"
 stage = "stage2"
-used_save_pseudo = True
 path_LP = "Pseudo/syn2citylabv2_stage1Denoise"
 resume_path = "logs/syn2citylabv2_stage1Denoise/from_synthia_to_cityscapes_on_deeplabv2_best_model.pkl"
-S_pseudo = 1.0
-threshold = 0.95
-distillation = 1.0
-finetune = True
-lr = 6e-4
-student_init = "simclr"
-bn_clr = True
 no_resume = True

@@ -147,3 +147,33 @@ pseudo_labels() {
   fi
   run "$PYTHON" -m proda.generate_pseudo_label "${args[@]}"
 }
+
+# Stage 2 or 3 (reference README, "Stage2" / "Stage3"): hard pseudo labels (flip) of the previous
+# stage's model (the teacher), then self-distillation training (train --stage stage<N>).
+# Usage: distill_stage N PREVIOUS_STAGE TEACHER_OVERRIDE (empty: the previous stage's best model)
+distill_stage() {
+  local n="$1" prev="$2" override="$3" teacher best
+  local common prev_args train_args logdir
+  mapfile -t common < <(common_args)
+  if [[ -n "$override" ]]; then
+    teacher="$(abspath "$override")"
+  else
+    prev_args=(--config "$(cfg "$prev")" "${common[@]}")
+    mapfile -t logdir < <(logdir_args "${prev_args[@]}")
+    teacher="$(opt_path "$BEST_CKPT" "${prev_args[@]}" "${logdir[@]}")"
+  fi
+  require_file "$teacher" "the $prev model: run scripts/proda_$prev.sh, or set ${prev^^}_CKPT to the released one"
+  echo "ProDA stage $n ($SRC, configs in $CFG_DIR) from the $prev model $teacher"
+
+  pseudo_labels "$teacher" "[stage $n, step 1/2] hard pseudo labels (flip) of the $prev model" \
+    --config "$(cfg "stage${n}_pseudo")" "${common[@]}"
+
+  train_args=(--config "$(cfg "stage$n")" "${common[@]}")
+  mapfile -t logdir < <(logdir_args "${train_args[@]}")
+  train_args+=("${logdir[@]}" --resume_path "$teacher" --path_LP "$PSEUDO_OUT")
+  [[ -n "${SIMCLR_CKPT:-}" ]] && train_args+=(--simclr_path "$(abspath "$SIMCLR_CKPT")")
+  best="$(opt_path "$BEST_CKPT" "${train_args[@]}")"
+  step "[stage $n, step 2/2] train stage $n (distillation) -> $best"
+  run_train "${train_args[@]}"
+  echo "stage $n done: $best"
+}

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import default_collate
 
+from benchmarks.proto_loops import (loop_distance, loop_full_to_weak, loop_mean_vectors, loop_one_hot,
+                                   loop_strong_transform, loop_update)
 from proda.data.augmentations import Compose, RandomCrop, RandomHorizontallyFlip, RandomSized
 from proda.data.randaugment import GEOMETRIC, UNSET, RandAugmentMC, affine_sample, fixmatch_augment_pool
 from proda.models.adaptation_modelv2 import (class_mean_vectors, full_to_weak, one_hot_labels,
@@ -20,78 +22,6 @@ K = 5  # classes
 def rel_err(a, b):
     """Largest error relative to the largest magnitude of the expected tensor."""
     return ((a - b).abs().max() / b.abs().max()).item()
-
-
-# ----------------------------------------------------------------------------- loop versions
-
-def loop_distance(feat, protos):
-    """The reference's feat_prototype_distance: one norm over channels per class."""
-    n, c, h, w = feat.shape
-    out = -torch.ones(n, protos.shape[0], h, w)
-    for k in range(protos.shape[0]):
-        out[:, k] = torch.norm(protos[k].reshape(-1, 1, 1).expand(-1, h, w) - feat, 2, dim=1)
-    return out
-
-
-def loop_one_hot(label, n_class):
-    """One-hot by a loop over classes; everything else goes to the extra last channel."""
-    out = torch.zeros(label.shape[0], n_class + 1, *label.shape[2:])
-    for k in range(n_class):
-        out[:, k] = (label[:, 0] == k).float()
-    out[:, n_class] = (label[:, 0] >= n_class).float()
-    return out
-
-
-def loop_mean_vectors(feat, outputs, labels=None, thresh=None):
-    """The reference's calculate_mean_vector: a loop over images and classes."""
-    probs = F.softmax(outputs, 1)
-    mask = probs.max(1, keepdim=True)[0].ge(-1 if thresh is None else thresh)
-    pred = loop_one_hot(probs.argmax(1, keepdim=True).float(), K)
-    if labels is not None:
-        pred = loop_one_hot(labels, K) * pred
-    scale = F.adaptive_avg_pool2d(pred * mask, 1)
-    vectors, ids = [], []
-    for n in range(feat.shape[0]):
-        for t in range(K):
-            if scale[n][t].item() == 0 or (pred[n][t] > 0).sum() < 10:
-                continue
-            vectors.append(F.adaptive_avg_pool2d(feat[n] * pred[n][t] * mask[n], 1) / scale[n][t])
-            ids.append(t)
-    return vectors, ids
-
-
-def loop_update(protos, counts, vectors, ids, momentum, name, start_mean):
-    """The reference's update_objective_SingleVector, applied vector by vector."""
-    for vector, i in zip(vectors, ids):
-        if vector.sum().item() == 0:
-            continue
-        mode = "mean" if (start_mean and counts[i].item() < 100) else name
-        if mode == "moving_average":
-            protos[i] = protos[i] * (1 - momentum) + momentum * vector.squeeze()
-            counts[i] += 1
-        else:
-            protos[i] = protos[i] * counts[i] + vector.squeeze()
-            counts[i] += 1
-            protos[i] = protos[i] / counts[i]
-        counts[i] = min(counts[i], 3000)
-
-
-def loop_strong_transform(label, params, padding, scale=1):
-    """The reference's label_strong_T: per image, per recorded op."""
-    label = label + 1
-    for i in range(label.shape[0]):
-        for name, param in params.items():
-            if name == "Hflip" and param[i].item() == 1:
-                label[i] = label[i].clone().flip(-1)
-            elif name in GEOMETRIC and param[i].item() != UNSET:
-                v = param[i].item()
-                v = int(v // scale) if name.startswith("Translate") else v
-                label[i:i + 1] = affine_sample(label[i:i + 1].clone(), v, name)
-            elif name == "CutoutAbs" and isinstance(param, list):
-                x0, y0, x1, y1 = (int(p[i].item() // scale) for p in param)
-                label[i, :, y0:y1, x0:x1] = 0
-    label[label == 0] = padding + 1
-    return label - 1
 
 
 # ----------------------------------------------------------------------------- distances and means
@@ -143,7 +73,7 @@ def test_class_mean_vectors_equal_loop_in_reference_order(with_labels, thresh):
         labels = torch.randint(0, K + 1, (3, 1, 10, 12)).float()
         labels[labels == K] = 250
     vectors, valid = class_mean_vectors(feat, outputs, K, labels, thresh)
-    want_vectors, want_ids = loop_mean_vectors(feat, outputs, labels, thresh)
+    want_vectors, want_ids = loop_mean_vectors(feat, outputs, K, labels, thresh)
     assert valid.nonzero()[:, 1].tolist() == want_ids and 0 < len(want_ids) < 3 * K
     assert rel_err(vectors[valid], torch.stack(want_vectors).flatten(1)) <= 1e-5
     assert torch.all(vectors[~valid] == 0)
@@ -168,18 +98,6 @@ def test_batch_prototype_update_rejects_unknown_mode():
 
 
 # ----------------------------------------------------------------------------- full image -> weak view
-
-def loop_full_to_weak(feat, weak):
-    """The reference's full2weak with .item() per image."""
-    views = []
-    for i in range(feat.shape[0]):
-        h, w = weak["RandomSized"][0][i].item(), weak["RandomSized"][1][i].item()
-        view = F.interpolate(feat[i:i + 1], size=[int(h / 4), int(w / 4)], mode="bilinear", align_corners=True)
-        y1, y2, x1, x2 = (t[i].item() for t in weak["RandomCrop"])
-        view = view[:, :, int(y1 / 4):int(y1 / 4) + int((y2 - y1) / 4), int(x1 / 4):int(x1 / 4) + int((x2 - x1) / 4)]
-        views.append(view.flip(3) if weak["RandomHorizontallyFlip"][i] else view)
-    return torch.cat(views)
-
 
 def test_full_to_weak_equals_loop_and_is_exact_without_resize():
     weak = default_collate([{"RandomSized": (48, 64), "RandomCrop": (8, 40, 16, 48), "RandomHorizontallyFlip": True},
