@@ -28,7 +28,7 @@ from tqdm import tqdm
 from proda import engine
 from proda.data import find_dataset_using_name
 from proda.models.adaptation_modelv2 import CustomModel
-from proda.utils import fliplr, get_device
+from proda.utils import atomic_write, fliplr, get_device
 
 COMPLETE_MARKER = ".complete"
 
@@ -42,11 +42,8 @@ def output_files(out_dir: str, img_path: str, soft: bool) -> List[str]:
 
 
 def write_atomic(path: str, data: bytes) -> None:
-    """Write bytes to a temporary name, then rename: no half-written label survives a crash."""
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    """Write bytes atomically: no half-written label survives a crash."""
+    atomic_write(path, lambda f: f.write(data))
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

@@ -37,11 +37,10 @@ def load_prototypes(opt: argparse.Namespace, model: CustomModel, logger: logging
     """Stage 1 starts from the target prototypes that calc_prototype.py wrote beside --resume_path."""
     path = engine.prototype_file(opt, opt.tgt_dataset)
     hint = f"run: python -m proda.calc_prototype --resume_path {opt.resume_path} (same --n_class)"
-    vectors = torch.as_tensor(load_checkpoint(path, what="prototype file", hint=hint), dtype=torch.float32)
-    if tuple(vectors.shape) != tuple(model.objective_vectors.shape):
-        raise OptionError(f"prototype file {path} holds shape {tuple(vectors.shape)}, "
-                                 f"expected {tuple(model.objective_vectors.shape)} (wrong --n_class?)")
-    model.objective_vectors = vectors.to(model.objective_vectors.device)
+    try:  # the setter checks the shape and moves the prototypes to the model's device
+        model.objective_vectors = load_checkpoint(path, what="prototype file", hint=hint)
+    except ValueError as err:
+        raise OptionError(f"prototype file {path} does not fit this model: {err} (wrong --n_class?)") from None
     logger.info("loaded prototypes from %s", path)
 
 
@@ -82,12 +81,11 @@ def save_checkpoints(model: CustomModel, opt: argparse.Namespace, iou: float, lo
     is_best = iou >= model.best_iou
     if is_best:
         model.best_iou = iou
-    # as the reference: 'iter' is the next iteration and the current file's 'best_iou' is this mIoU
-    current = model.reference_checkpoint(iters=model.iter + 1, best_iou=iou)
-    current["resume"] = model.training_state()
-    atomic_save(current, engine.model_file(opt, "current"))
+    # as the reference: 'iter' is the next iteration and both files' 'best_iou' is this mIoU
+    checkpoint = model.reference_checkpoint(iters=model.iter + 1, best_iou=iou)
+    atomic_save({**checkpoint, "resume": model.training_state()}, engine.model_file(opt, "current"))
     if is_best:
-        atomic_save(model.reference_checkpoint(iters=model.iter + 1, best_iou=iou), engine.model_file(opt, "best"))
+        atomic_save(checkpoint, engine.model_file(opt, "best"))
         logger.info("new best model: mIoU %.4f at iteration %d", iou, model.iter)
 
 
@@ -155,7 +153,6 @@ def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
     model = CustomModel(opt, logger)
     if opt.stage == "stage1":
         load_prototypes(opt, model, logger)
-    model.iter = 0
     resume(model, opt, logger)
 
     loader = datasets.target_train_loader
@@ -173,8 +170,7 @@ def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
     progress = tqdm(total=total, initial=model.iter, desc=opt.stage, disable=not engine.is_main_process())
     while model.iter < total:
         epoch = model.iter // len(loader)
-        if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler: a new shuffle per epoch
-            loader.sampler.set_epoch(epoch)
+        datasets.set_epoch(epoch)  # DistributedSampler: a new shuffle per epoch
         for target in loader:
             source = datasets.source_train_loader.next()
             model.iter += 1

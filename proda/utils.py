@@ -5,11 +5,12 @@ import datetime
 import logging
 import os
 import tempfile
-from typing import Any, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 import torch
 
 LOGGER_NAME = "ptsemseg"  # the reference's logger name
+IGNORE_INDEX = 250  # ProDA's "no label" value in every label map, loss and pseudo label
 
 
 def get_logger(logdir: str, console: bool = True) -> logging.Logger:
@@ -52,22 +53,27 @@ class CheckpointError(RuntimeError):
     """A checkpoint or prototype file that is missing, corrupt or of the wrong shape."""
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """torch.save to a temporary file in the same folder, then rename over `path`.
+def atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
+    """Call write(file) on a temporary file in the same folder, then rename it over `path`.
 
-    An interrupted run therefore never leaves a half-written checkpoint behind.
+    An interrupted run therefore never leaves a half-written file behind.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """torch.save written atomically (see atomic_write): checkpoints are never half-written."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load_checkpoint(path: str, what: str = "checkpoint", hint: Optional[str] = None,

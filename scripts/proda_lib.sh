@@ -52,18 +52,21 @@ common_args() {
   return 0
 }
 
-# Evaluate a Python expression over the options that `args...` resolve to (defaults < config
-# < flags, --root applied), as the entry points resolve them; prints an absolute path.
-# Usage: opt_path EXPR --config FILE [flags...]; `o` is the options namespace.
-opt_path() {
+# Print a Python expression over the options that `args...` resolve to (defaults < config
+# < flags, --root applied), as the entry points resolve them.
+# Usage: opt_eval EXPR --config FILE [flags...]; `o` is the options namespace.
+opt_eval() {
   local expr="$1"; shift
   "$PYTHON" - "$expr" "$@" <<'PY'
 import os, sys
 from proda.options import parse_opt
 o = parse_opt(sys.argv[2:])
-print(os.path.abspath(eval(sys.argv[1], {"o": o, "os": os})))
+print(eval(sys.argv[1], {"o": o, "os": os}))
 PY
 }
+
+# opt_eval for a path, printed as an absolute path. Usage: opt_path EXPR --config FILE [flags...]
+opt_path() { opt_eval "os.path.abspath($1)" "${@:2}"; }
 
 # File-name patterns of the entry points (the reference's names).
 BEST_CKPT='os.path.join(o.logdir, f"from_{o.src_dataset}_to_{o.tgt_dataset}_on_{o.model_name}_best_model.pkl")'
@@ -74,7 +77,7 @@ PROTOTYPE_FILE='os.path.join(os.path.dirname(o.resume_path), f"prototypes_on_{o.
 logdir_args() {
   [[ -z "${LOG_DIR:-}" ]] && return 0
   local name
-  name="$("$PYTHON" -c 'import sys; from proda.options import parse_opt; print(parse_opt(sys.argv[1:]).name)' "$@")"
+  name="$(opt_eval o.name "$@")"
   printf '%s\n' --logdir "$(abspath "$LOG_DIR")/$name"
 }
 

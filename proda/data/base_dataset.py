@@ -20,8 +20,7 @@ import torch.utils.data as data
 from PIL import Image
 
 from proda.data.randaugment import RandAugmentMC
-
-IGNORE_INDEX = 250
+from proda.utils import IGNORE_INDEX
 
 # Cityscapes colours of the 19 train ids (road ... bicycle), used by every loader
 PALETTE_19 = np.array([

@@ -83,10 +83,10 @@ class Cityscapes_loader(BaseDataset):
         img = self.load_image(img_path)
         lbl_path = require_path(self.label_path(img_path), "Cityscapes label", DOWNLOAD_HINT)
         lbl = self.encode_segmap(resize_label(np.asarray(Image.open(lbl_path), dtype=np.uint8), self.img_size))
-        img_full = normalize_image(img, self.mean)
         lp, lpsoft = self.load_pseudo(img_path) if self.uses_pseudo else (None, None)
         item = self.make_item(img, lbl, self.files[index], lp=lp, lpsoft=lpsoft)
-        item["img_full"] = img_full
+        # without augmentation the weak view is the whole image, already normalised once
+        item["img_full"] = item["img"].clone() if self.augmentations is None else normalize_image(img, self.mean)
         return item
 
     def _check_pseudo_folder(self) -> None:

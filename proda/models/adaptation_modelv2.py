@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from proda.data.randaugment import affine_sample
+from proda.data.randaugment import GEOMETRIC, UNSET, affine_sample
 from proda.models.deeplabv2 import Deeplab
 from proda.models.discriminator import FCDiscriminator
 from proda.models.utils import IGNORE_INDEX, cross_entropy2d, freeze_bn, freeze_bn_params, get_scheduler
@@ -46,8 +46,6 @@ PROTO_COUNT_CAP = 3000       # objective_vectors_num never exceeds this
 PROTO_MEAN_WARMUP = 100      # with start_mean, a class's first 100 updates are plain means
 MIN_CLASS_PIXELS = 10        # calculate_mean_vector skips classes predicted on fewer pixels
 NEAR_PAIR_TOL = 0.1          # prototype_distance redoes pixels with d^2 < tol * (|x|^2 + |p|^2) in float64
-GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
-UNSET = 1e4                  # RandAugmentMC's marker for "op not applied"
 
 
 # ----------------------------------------------------------------------------- devices
@@ -415,18 +413,22 @@ class CustomModel:
     def _source_loss(self, source_x: torch.Tensor, source_label: torch.Tensor,
                      source_imageS: Optional[torch.Tensor], source_params: Optional[Dict[str, Any]]):
         """Source CE (on the strong view with labels moved there when S_pseudo_src > 0); returns (loss, upsampled logits)."""
-        if self.opt.S_pseudo_src > 0:
-            source_output = self.BaseNet_DP(source_imageS)
-            label_d4 = F.interpolate(source_label.unsqueeze(1).float(), size=source_output["out"].size()[2:])
-            label_s = self.label_strong_T(label_d4.clone(), source_params, padding=IGNORE_INDEX, scale=4).long()
-            loss = cross_entropy2d(input=source_output["out"], target=label_s.squeeze(1)) * self.opt.S_pseudo_src
-        else:
-            source_output = self.BaseNet_DP(source_x, ssl=True)
+        if self.opt.S_pseudo_src <= 0:
+            return self._source_ce(source_x, source_label)
+        source_output = self.BaseNet_DP(source_imageS)
+        label_d4 = F.interpolate(source_label.unsqueeze(1).float(), size=source_output["out"].size()[2:])
+        label_s = self.label_strong_T(label_d4.clone(), source_params, padding=IGNORE_INDEX, scale=4).long()
+        loss = cross_entropy2d(input=source_output["out"], target=label_s.squeeze(1)) * self.opt.S_pseudo_src
         source_outputUp = F.interpolate(source_output["out"], size=source_x.size()[2:], mode="bilinear",
                                         align_corners=True)
-        if self.opt.S_pseudo_src <= 0:
-            loss = cross_entropy2d(input=source_outputUp, target=source_label, size_average=True, reduction="mean")
         return loss, source_outputUp
+
+    def _source_ce(self, source_x: torch.Tensor, source_label: torch.Tensor):
+        """Cross entropy of the student's logits, upsampled to the source image, against its labels; returns (loss, upsampled logits)."""
+        source_out = self.BaseNet_DP(source_x, ssl=True)
+        source_outputUp = F.interpolate(source_out["out"], size=source_x.size()[2:], mode="bilinear",
+                                        align_corners=True)
+        return cross_entropy2d(input=source_outputUp, target=source_label), source_outputUp
 
     def _gan_loss(self, d_out: torch.Tensor, label: int) -> torch.Tensor:
         """LS-GAN (MSE) or vanilla (BCE with logits) loss of discriminator logits against a constant label."""
@@ -475,8 +477,7 @@ class CustomModel:
         """EMA network on the full target image, its feat and logits resized to 1/4 of the image."""
         with torch.no_grad():
             ema_out = self.BaseNet_ema_DP(target_image_full)
-        size = (int(target_image_full.shape[2] / 4), int(target_image_full.shape[3] / 4))
-        return {k: F.interpolate(ema_out[k], size=size, mode="bilinear", align_corners=True) for k in ("feat", "out")}
+        return self._resize_outputs(ema_out, (int(target_image_full.shape[2] / 4), int(target_image_full.shape[3] / 4)))
 
     def _resize_outputs(self, out: Dict[str, torch.Tensor], size: Sequence[int]) -> Dict[str, torch.Tensor]:
         """Bilinearly resize a network output dict's 'out' and 'feat' to `size` (align_corners=True)."""
@@ -490,10 +491,7 @@ class CustomModel:
         """Stage 1: source CE; rectified pseudo-label CE (+ SCE, regulariser); prototype consistency; prototypes; EMA."""
         opt = self.opt
         self._check_stage1_options()
-        source_out = self.BaseNet_DP(source_x, ssl=True)
-        source_outputUp = F.interpolate(source_out["out"], size=source_x.size()[2:], mode="bilinear",
-                                        align_corners=True)
-        loss_GTA = cross_entropy2d(input=source_outputUp, target=source_label)
+        loss_GTA, _ = self._source_ce(source_x, source_label)
         loss_GTA.backward()
 
         if opt.proto_rectify:
@@ -576,10 +574,7 @@ class CustomModel:
                           target_lp: Optional[torch.Tensor] = None) -> Tuple[float, float]:
         """Stages 2-3: source CE; hard pseudo-label CE (+ SCE) on the strong view; optional KD from the teacher."""
         opt = self.opt
-        source_out = self.BaseNet_DP(source_x, ssl=True)
-        source_outputUp = F.interpolate(source_out["out"], size=source_x.size()[2:], mode="bilinear",
-                                        align_corners=True)
-        loss_GTA = cross_entropy2d(input=source_outputUp, target=source_label)
+        loss_GTA, _ = self._source_ce(source_x, source_label)
         loss_GTA.backward()
 
         threshold_arg = F.interpolate(target_lp.unsqueeze(1).float(), scale_factor=0.25).long()

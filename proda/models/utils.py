@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 
-IGNORE_INDEX = 250  # ProDA's "no label" value in every label map
+from proda.utils import IGNORE_INDEX
 
 
 def cross_entropy2d(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None,
