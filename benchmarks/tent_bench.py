@@ -48,22 +48,14 @@ def build_model(name: str) -> nn.Module:
 
 
 def build_methods(model: nn.Module, fast: bool, compile_: bool, device: torch.device) -> Dict[str, nn.Module]:
-    """source / norm / tent, each on its own copy of the model, set up as tent/cifar10c.py does."""
-    import tent
-    from tent import norm
+    """source / norm / tent, each on its own copy of the model, set up by tent/cifar10c.py itself."""
+    from tent import conf
+    from tent.cifar10c import prepare_model, setup_model
 
-    model = model.to(device)
-    if fast:
-        model = model.to(memory_format=torch.channels_last)
-    source = deepcopy(model).eval()
-    normed = norm.Norm(deepcopy(model))
-    adapted = tent.configure_model(deepcopy(model))
-    params, _ = tent.collect_params(adapted)
-    tented = tent.Tent(adapted, torch.optim.Adam(params, lr=1e-3))
-    if fast and compile_:
-        for net in (source, normed.model, adapted):
-            net.compile()  # in place: state_dict keys and tent's reset are unchanged
-    return {"source": source, "norm": normed, "tent": tented}
+    conf.reset_cfg()  # the reference settings (Adam 1e-3, BN eps 1e-5 / momentum 0.1), plus the fast path
+    conf.cfg.PERF.CHANNELS_LAST = fast
+    conf.cfg.PERF.COMPILE = fast and compile_
+    return {m: setup_model(m, prepare_model(deepcopy(model), device)) for m in METHODS}
 
 
 def synchronize(device: torch.device) -> None:
@@ -77,8 +69,9 @@ def run_path(name: str, batch_size: int, fast: bool, compile_: bool, warmup: int
     """Median seconds per batch of each method, and the process's peak memory (runs in a child)."""
     if threads:
         torch.set_num_threads(threads)
-    torch._dynamo.config.suppress_errors = True  # compile where it works, eager where it does not
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from tent.cifar10c import get_device
+
+    device = get_device("auto")
     # process CPU time is robust to other processes on a shared machine (use with --threads 1)
     clock = time.process_time if timer == "cpu" and device.type == "cpu" else time.perf_counter
     amp = fast and device.type == "cuda"

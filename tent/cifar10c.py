@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 
 def get_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when available, else the CPU (the reference hard-codes .cuda())."""
+    """'auto' picks CUDA when available, else the CPU (the reference always moves the model to CUDA)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

@@ -99,9 +99,8 @@ def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def load_split(data_dir: str, num_train: int = 3000, seed: int = 0
-               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x_train, y_train, x_test, y_test) as uint8 NHWC / int64, cached as split.npz."""
+def split_arrays(data_dir: str, num_train: int, seed: int, *keys: str) -> Tuple[np.ndarray, ...]:
+    """The named arrays of the split cached as split.npz (built once); only those are read."""
     folder = split_dir(data_dir, num_train, seed)
     path = folder / "split.npz"
     if not path.is_file():
@@ -110,7 +109,13 @@ def load_split(data_dir: str, num_train: int = 3000, seed: int = 0
         x_tr, y_tr, x_te, y_te = make_split(num_train, seed)
         _save_atomic(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
     with np.load(path) as f:
-        return f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+        return tuple(f[key] for key in keys)
+
+
+def load_split(data_dir: str, num_train: int = 3000, seed: int = 0
+               ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_test, y_test) as uint8 NHWC / int64, cached as split.npz."""
+    return split_arrays(data_dir, num_train, seed, "x_train", "y_train", "x_test", "y_test")
 
 
 def image_seed(seed: int, corruption_id: int, severity: int, index: int) -> int:
@@ -137,14 +142,15 @@ def corrupt_images(images: np.ndarray, corruption: str, severity: int, seed: int
 def corrupted_test_images(data_dir: str, corruption: str, severity: int, n_examples: int,
                           num_train: int = 3000, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """First n_examples corrupted test images (uint8 NHWC) and labels, generated once and cached."""
-    _, _, x_test, y_test = load_split(data_dir, num_train, seed)
-    n = min(n_examples, len(x_test))
+    (y_test,) = split_arrays(data_dir, num_train, seed, "y_test")  # the images only when generating
+    n = min(n_examples, len(y_test))
     path = split_dir(data_dir, num_train, seed) / f"{corruption}_{severity}.npy"
     if path.is_file():
         cached = np.load(path, mmap_mode="r")
         if len(cached) >= n:
             return np.array(cached[:n]), y_test[:n]
     logger.info("generating MNIST-C %s severity %d (%d images) into %s", corruption, severity, n, path)
+    (x_test,) = split_arrays(data_dir, num_train, seed, "x_test")
     images = corrupt_images(x_test[:n], corruption, severity, seed)
     _save_atomic(path, array=images)
     return images, y_test[:n]

@@ -130,15 +130,12 @@ def load_mnist_cnn(ckpt_dir: str, data_dir: str, num_train: int = 3000, seed: in
     return model.eval()
 
 
-def _robustbench_checkpoint(arch: str, ckpt_dir: str, dataset: str) -> tuple:
-    """(expected path, download URL) of a robustbench corruptions model."""
+def _robustbench_checkpoint(arch: str, entry: Dict[str, Any], ckpt_dir: str, dataset: str) -> tuple:
+    """(expected path, download URL) of a robustbench corruptions model, given its model-zoo entry."""
     if dataset == "imagenet" and "Standard" in arch:
         # built by torchvision with pretrained weights from the torch hub cache
         return Path(torch.hub.get_dir()) / "checkpoints" / R50_FILE, R50_URL
-    from robustbench.model_zoo import model_dicts
-    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
-
-    gdrive_id = model_dicts[BenchmarkDataset(dataset)][ThreatModel.corruptions][arch].get("gdrive_id")
+    gdrive_id = entry.get("gdrive_id")
     url = (f"https://drive.google.com/uc?id={gdrive_id}" if isinstance(gdrive_id, str) and gdrive_id
            else "the RobustBench model zoo (https://github.com/RobustBench/robustbench)")
     return Path(ckpt_dir) / dataset / "corruptions" / f"{arch}.pt", url
@@ -155,10 +152,10 @@ def load_robustbench_model(arch: str, ckpt_dir: str, dataset: str) -> nn.Module:
         raise ConfigError(
             f"config key MODEL.ARCH: {arch} is not a robustbench corruptions model for {dataset}; "
             f"choose from {sorted(known)}")
-    path, url = _robustbench_checkpoint(arch, ckpt_dir, dataset)
     try:
         return load_model(arch, ckpt_dir, dataset, ThreatModel.corruptions)
     except Exception as e:  # requests / urllib / gdown errors when offline
+        path, url = _robustbench_checkpoint(arch, known[arch], ckpt_dir, dataset)
         if path.is_file():
             raise  # the file is there, so the failure is not a missing download
         raise MissingResourceError(
@@ -171,5 +168,5 @@ def load_source_model(arch: str, ckpt_dir: str, dataset: str, data_dir: str = ".
                       device: torch.device = torch.device("cpu")) -> nn.Module:
     """The source model for a dataset, in eval mode on the CPU."""
     if dataset == "mnist":
-        return load_mnist_cnn(ckpt_dir, data_dir, device=device, **(mnist_cfg or {})).cpu()
+        return load_mnist_cnn(ckpt_dir, data_dir, device=device, **(mnist_cfg or {}))
     return load_robustbench_model(arch, ckpt_dir, dataset)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -37,16 +37,25 @@ def mean_error(errors: Dict[str, float]) -> float:
     return float(np.mean(list(errors.values())))
 
 
+def severity_columns(results: Results, severity: int) -> Tuple[List[str], List[str]]:
+    """The methods that ran at `severity` and its corruptions, both in run order."""
+    methods = [m for m in results if severity in results[m]]
+    return methods, list(results[methods[0]][severity])
+
+
+def error_row(errors: Dict[str, float], corruptions: List[str]) -> List[float]:
+    """Errors in %: the mean over the corruptions, then each corruption."""
+    return [100 * mean_error(errors)] + [100 * errors[c] for c in corruptions]
+
+
 def markdown_table(results: Results, severity: int) -> str:
     """One severity as the reference README's table: a row per method, mean + one column per corruption."""
-    methods = [m for m in results if severity in results[m]]
-    corruptions = list(results[methods[0]][severity])
+    methods, corruptions = severity_columns(results, severity)
     header = ["", "mean"] + [short_name(c) for c in corruptions]
     lines = ["| " + " | ".join(header) + " |",
              "| --- | " + " | ".join("---:" for _ in header[1:]) + " |"]
     for m in methods:
-        errors = results[m][severity]
-        cells = [m, f"{100 * mean_error(errors):.1f}"] + [f"{100 * errors[c]:.1f}" for c in corruptions]
+        cells = [m] + [f"{e:.1f}" for e in error_row(results[m][severity], corruptions)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -56,13 +65,10 @@ def write_csv(results: Results, path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         for severity in severities(results):
-            methods = [m for m in results if severity in results[m]]
-            corruptions = list(results[methods[0]][severity])
+            methods, corruptions = severity_columns(results, severity)
             writer.writerow(["method", "severity", "mean"] + corruptions)
             for m in methods:
-                errors = results[m][severity]
-                writer.writerow([m, severity, f"{100 * mean_error(errors):.2f}"]
-                                + [f"{100 * errors[c]:.2f}" for c in corruptions])
+                writer.writerow([m, severity] + [f"{e:.2f}" for e in error_row(results[m][severity], corruptions)])
 
 
 def write_json(results: Results, path: Path, meta: Dict[str, object]) -> None:
@@ -89,8 +95,7 @@ def plot_errors(errors_by_severity: Dict[int, Dict[str, float]], title: str, pat
     width = 0.8 / len(sevs)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.6 * len(x) + 2), 4))
     for i, s in enumerate(sevs):
-        errs = errors_by_severity[s]
-        values = [100 * mean_error(errs)] + [100 * errs[c] for c in corruptions]
+        values = error_row(errors_by_severity[s], corruptions)
         ax.bar(x + (i - (len(sevs) - 1) / 2) * width, values, width, label=f"severity {s}")
     ax.set_xticks(x, ["mean"] + [short_name(c) for c in corruptions], rotation=60, ha="right")
     ax.set_ylabel("error (%)")

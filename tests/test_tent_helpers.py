@@ -1,6 +1,4 @@
 """Fixtures shared by the tent test modules (imported by them; this module has no tests itself)."""
-import logging
-
 import pytest
 
 from tent import conf, mnistc
@@ -20,7 +18,4 @@ def fresh_cfg():
     conf.reset_cfg()
     yield conf.cfg
     conf.reset_cfg()
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_tent", False)]:
-        root.removeHandler(handler)
-        handler.close()
+    conf.remove_log_handlers()
