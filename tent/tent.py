@@ -1,7 +1,8 @@
 """Tent: fully test-time adaptation by entropy minimization (Wang et al., ICLR 2021).
 
 Numerically identical to the official tent.py by default: the loss is the softmax entropy
-averaged over the batch; each step is forward -> loss -> backward -> step -> zero_grad; only
+averaged over the batch (for dense outputs such as segmentation logits, N x C x H x W, over
+the batch and every pixel, optionally only where a mask is true); each step is forward -> loss -> backward -> step -> zero_grad; only
 the affine scale and shift of every nn.BatchNorm2d adapt, always normalising with batch
 statistics. Options beyond the reference are keyword-only and off by default: which
 normalisation layers adapt (`norm_layers`), skipping the state copy (`copy_state=False`).
@@ -15,7 +16,7 @@ import torch
 import torch.nn as nn
 
 __all__ = [
-    "Tent", "softmax_entropy", "forward_and_adapt", "collect_params", "configure_model",
+    "Tent", "softmax_entropy", "entropy_loss", "forward_and_adapt", "collect_params", "configure_model",
     "check_model", "copy_model_and_optimizer", "load_model_and_optimizer",
     "DEFAULT_NORM_LAYERS", "BATCH_NORM_LAYERS", "AFFINE_NORM_LAYERS", "norm_layer_types",
 ]
@@ -64,12 +65,15 @@ class Tent(nn.Module):
         if copy_state:
             self.model_state, self.optimizer_state = copy_model_and_optimizer(self.model, self.optimizer)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Adapt on the batch `steps` times and return the outputs of the last forward."""
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Adapt on the batch `steps` times and return the outputs of the last forward.
+
+        `mask` (dense outputs only) selects the positions whose entropy counts, e.g. not void.
+        """
         if self.episodic:
             self.reset()
         for _ in range(self.steps):
-            outputs = forward_and_adapt(x, self.model, self.optimizer)
+            outputs = forward_and_adapt(x, self.model, self.optimizer, mask=mask)
         return outputs
 
     def reset(self) -> None:
@@ -85,16 +89,34 @@ def softmax_entropy(x: torch.Tensor) -> torch.Tensor:
     return -(x.softmax(1) * x.log_softmax(1)).sum(1)
 
 
+def entropy_loss(outputs: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean softmax entropy over every position but the class dimension 1 (batch, pixels).
+
+    For classifier outputs (N x C) this is the reference's `softmax_entropy(x).mean(0)`, bit for
+    bit; for dense outputs (N x C x H x W) every pixel of every image weighs the same. With
+    `mask` (boolean, the outputs' shape without dimension 1) only the true positions count.
+    """
+    # entropy in float32 even under autocast, so the loss is not computed in half precision
+    entropy = softmax_entropy(outputs.float())
+    if mask is None:
+        return entropy.mean(0) if entropy.dim() == 1 else entropy.mean()
+    if mask.shape != entropy.shape:
+        raise ValueError(f"mask of shape {tuple(mask.shape)} does not match the outputs "
+                         f"without their class dimension, {tuple(entropy.shape)}")
+    weights = mask.to(entropy.dtype)
+    # an all-false mask gives a zero loss (no update) rather than 0 / 0
+    return (entropy * weights).sum() / weights.sum().clamp_min(1.0)
+
+
 @torch.enable_grad()  # ensure grads in possible no grad context for testing
-def forward_and_adapt(x: torch.Tensor, model: nn.Module,
-                      optimizer: torch.optim.Optimizer) -> torch.Tensor:
+def forward_and_adapt(x: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
+                      *, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Forward and adapt model on batch of data.
 
     Measure entropy of the model prediction, take gradients, and update params.
     """
     outputs = model(x)
-    # entropy in float32 even under autocast, so the loss is not computed in half precision
-    loss = softmax_entropy(outputs.float()).mean(0)
+    loss = entropy_loss(outputs, mask)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad()
