@@ -18,14 +18,18 @@ Choices this repository makes for DeepLabv2 (the official tent code is classific
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Type
+import time
+from typing import Dict, List, Optional, Sequence, Type
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 import tent as tent_method
 from tent.norm import Norm
 from tent.tent import DEFAULT_NORM_LAYERS
+
+from proda.metrics import runningScore
 
 TTA_METHODS = ("none", "norm", "tent")
 BN_STATS = ("batch", "source")
@@ -109,3 +113,52 @@ def build_tta(net: nn.Module, method: str, *, lr: float = 1e-3, steps: int = 1,
         return Adapted(Norm(Logits(net.eval()), norm_layers=layers))
     return Adapted(build_tent(net, lr=lr, steps=steps, episodic=episodic, bn_stats=bn_stats,
                               optim=optim, norm_layers=layers))
+
+
+def image_miou(labels: np.ndarray, preds: np.ndarray, n_class: int) -> List[float]:
+    """mIoU (%) of each image of a batch, over the classes in its labels or its prediction."""
+    values = []
+    for label, pred in zip(labels, preds):
+        score = runningScore(n_class)
+        score.update(label, pred)
+        values.append(float(score.get_scores()[0]["Mean IoU : \t"]) * 100)
+    return values
+
+
+class StreamRecord:
+    """The per-image mIoU over the target stream (collapse shows as a falling curve) and the time."""
+
+    def __init__(self, n_class: int) -> None:
+        self.n_class = n_class
+        self.miou: List[float] = []
+        self.start = time.perf_counter()
+
+    def __call__(self, batch: dict, pred: torch.Tensor) -> None:
+        """engine.evaluate's per-batch callback."""
+        self.miou.extend(image_miou(batch["label"].numpy(), pred.cpu().numpy(), self.n_class))
+
+    def seconds_per_image(self) -> float:
+        """Wall-clock seconds per image since construction (adaptation and prediction)."""
+        return (time.perf_counter() - self.start) / max(1, len(self.miou))
+
+
+def plot_stream(miou: Sequence[float], title: str, path: str) -> None:
+    """PNG of each image's mIoU in stream order, with its running mean."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    values = np.asarray(miou, dtype=float)
+    steps = np.arange(1, len(values) + 1)
+    seen = np.cumsum(~np.isnan(values))
+    running = np.nancumsum(values) / np.maximum(seen, 1)   # images without labels do not count
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, values, ".", alpha=0.5, label="image mIoU")
+    ax.plot(steps, running, "-", label="running mean")
+    ax.set_xlabel("image in stream order")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

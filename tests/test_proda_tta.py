@@ -98,3 +98,13 @@ def test_bad_method_and_statistics_are_refused():
         build_tta(tiny_deeplab(), "cotta")
     with pytest.raises(ValueError, match="batch-norm statistics"):
         build_tta(tiny_deeplab(), "tent", bn_stats="running")
+
+
+def test_image_miou_and_the_stream_plot(tmp_path):
+    from proda.tta import image_miou, plot_stream
+    labels = torch.tensor([[[0, 0], [1, 250]], [[2, 2], [2, 2]]]).numpy()
+    preds = torch.tensor([[[0, 1], [1, 1]], [[2, 2], [2, 2]]]).numpy()
+    # image 1: class 0 IoU 1/2, class 1 IoU 1/2 (the ignored pixel does not count); image 2: 100
+    assert image_miou(labels, preds, 3) == [50.0, 100.0]
+    plot_stream([50.0, float("nan"), 100.0], "t", str(tmp_path / "curve.png"))
+    assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
