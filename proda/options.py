@@ -149,6 +149,17 @@ def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
                    help="[added] test.py: also write mIoU and per-class IoU to this JSON file")
     g.add_argument("--save_pred", type=str, default="",
                    help="[added] test.py: folder for colour-coded prediction PNGs (empty: none)")
+
+    g = p.add_argument_group("test-time adaptation, test.py only [added] (tent, Wang et al. ICLR 2021; see docs/tta.md)")
+    g.add_argument("--tta", type=str, default="none", choices=["none", "norm", "tent"],
+                   help="adapt while evaluating: norm (test-batch BN statistics) or tent (also entropy steps on the BN affine)")
+    g.add_argument("--tta_lr", type=float, default=1e-3, help="tent's learning rate (the tent reference's Adam 1e-3)")
+    g.add_argument("--tta_steps", type=int, default=1, help="tent's gradient steps per batch")
+    g.add_argument("--tta_optim", type=str, default="adam", choices=["adam", "sgd"], help="tent's optimiser (SGD: momentum 0.9)")
+    g.add_argument("--tta_episodic", action="store_true",
+                   help="restore the network before every batch (with --bs 1: every image); default: online over the stream")
+    g.add_argument("--tta_bn_stats", type=str, default="batch", choices=["batch", "source"],
+                   help="tent: normalise with the test batch's statistics (tent) or keep the source running statistics and adapt only the affine")
     return p
 
 

@@ -4,6 +4,9 @@
     python -m proda.test --n_class 16 --resume_path ... --results_json results.json --save_pred preds/
 
 For SYNTHIA (16 classes) the 13-class mIoU that papers also report is printed as well.
+With --tta norm|tent the network adapts at test time while it predicts (proda/tta.py,
+docs/tta.md); the results then also hold each image's mIoU in stream order, drawn as a PNG
+beside --results_json, and the seconds per image.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from proda import engine
+from proda import engine, tta
 from proda.data import find_dataset_using_name
 from proda.models.adaptation_modelv2 import CustomModel
 from proda.utils import get_device
@@ -53,16 +56,37 @@ def test(opt: argparse.Namespace, logger: logging.Logger) -> dict:
     loader = DataLoader(dataset, batch_size=opt.bs, shuffle=False, num_workers=opt.num_workers)
     model = CustomModel(opt, logger)
     model.eval()
-    on_batch = prediction_writer(opt.save_pred, dataset.decode_segmap) if opt.save_pred else None
-    score = engine.evaluate(model.BaseNet, loader, opt.n_class, device, on_batch=on_batch, desc="test")
+    net = tta.build_tta(model.BaseNet, opt.tta, lr=opt.tta_lr, steps=opt.tta_steps,
+                        episodic=opt.tta_episodic, bn_stats=opt.tta_bn_stats, optim=opt.tta_optim)
+    stream = tta.StreamRecord(opt.n_class)
+    writer = prediction_writer(opt.save_pred, dataset.decode_segmap) if opt.save_pred else None
+
+    def on_batch(batch: dict, pred: torch.Tensor) -> None:
+        stream(batch, pred)
+        if writer is not None:
+            writer(batch, pred)
+
+    score = engine.evaluate(net, loader, opt.n_class, device, on_batch=on_batch, desc="test")
     table, results = engine.iou_table(score, dataset.class_names[1:])
-    results["checkpoint"] = opt.resume_path
-    logger.info("results of %s on %s val:\n%s", opt.resume_path, opt.tgt_dataset, table)
+    results.update(checkpoint=opt.resume_path, tta=tta_settings(opt),
+                   seconds_per_image=stream.seconds_per_image(), image_miou=stream.miou)
+    logger.info("results of %s on %s val (test-time adaptation: %s, %.3f s per image):\n%s",
+                opt.resume_path, opt.tgt_dataset, opt.tta, results["seconds_per_image"], table)
     if opt.results_json:
         os.makedirs(os.path.dirname(os.path.abspath(opt.results_json)), exist_ok=True)
         with open(opt.results_json, "w") as f:
             json.dump(json_safe(results), f, indent=2)
+        tta.plot_stream(stream.miou, f"{opt.tta}: per-image mIoU over the val stream",
+                        os.path.splitext(opt.results_json)[0] + "_stream.png")
     return results
+
+
+def tta_settings(opt: argparse.Namespace) -> dict:
+    """The test-time adaptation options that shaped the results (all of them for tent)."""
+    if opt.tta != "tent":
+        return {"method": opt.tta}
+    return {"method": "tent", "lr": opt.tta_lr, "steps": opt.tta_steps, "optim": opt.tta_optim,
+            "episodic": opt.tta_episodic, "bn_stats": opt.tta_bn_stats, "batch_size": opt.bs}
 
 
 def main(argv=None) -> None:

@@ -108,3 +108,36 @@ def test_image_miou_and_the_stream_plot(tmp_path):
     assert image_miou(labels, preds, 3) == [50.0, 100.0]
     plot_stream([50.0, float("nan"), 100.0], "t", str(tmp_path / "curve.png"))
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture(scope="module")
+def target_tree(tmp_path_factory):
+    """Two tiny Cityscapes-style val images and a reference-format checkpoint of the tiny net."""
+    from proda.data.synthetic import generate
+    root = tmp_path_factory.mktemp("tta")
+    generate(str(root / "data"), n_source=1, n_target_train=1, n_target_val=2, size=(64, 32), seed=0)
+    torch.manual_seed(0)
+    net = Deeplab(nn.BatchNorm2d, num_classes=19, init="random", layers=[1, 1, 1, 1])
+    ckpt = root / "model.pkl"
+    torch.save({"ResNet101": {"model_state": net.state_dict(), "objective_vectors": torch.zeros(19, 256)},
+                "iter": 0, "best_iou": 0.0}, ckpt)
+    common = ["--tgt_rootpath", str(root / "data" / "cityscapes"), "--tgt_img_size", "64,32",
+              "--backbone_layers", "1,1,1,1", "--num_workers", "0", "--bn", "bn", "--device", "cpu",
+              "--student_init", "random", "--resume_path", str(ckpt), "--logdir", str(root / "logs")]
+    return root, common
+
+
+@pytest.mark.parametrize("method", ["norm", "tent"])
+def test_test_py_adapts_and_writes_results_curve_and_predictions(target_tree, method):
+    import json
+    from proda import test as proda_test
+    root, common = target_tree
+    out = root / f"{method}.json"
+    proda_test.main(common + ["--tta", method, "--tta_episodic", "--bs", "1", "--tta_lr", "1e-2",
+                              "--results_json", str(out), "--save_pred", str(root / f"pred_{method}")])
+    results = json.loads(out.read_text())
+    assert results["tta"]["method"] == method
+    assert len(results["image_miou"]) == 2 and results["seconds_per_image"] > 0
+    assert 0 <= results["mIoU"] <= 100
+    assert (root / f"{method}_stream.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(list((root / f"pred_{method}").glob("*_pred.png"))) == 2
