@@ -5,18 +5,21 @@
 
 Target prototypes average the 256-d features of each predicted class over the target training
 images; source prototypes use the pixels where prediction and label agree. The file is written
-beside --resume_path as prototypes_on_{dataset}_from_deeplabv2, where train.py looks for it.
+beside --resume_path as prototypes_on_{dataset}_from_deeplabv2, where train.py looks for it,
+with its inputs (checkpoint content hash, options) in <file>.json: a rerun with the same inputs
+does nothing, one with other inputs is refused with the `rm` command to run (--restart: recompute).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from proda import engine
+from proda import engine, manifest
 from proda.data import create_dataset
 from proda.models.adaptation_modelv2 import CustomModel
 from proda.utils import atomic_save, get_device
@@ -37,6 +40,10 @@ def calc_prototype(opt: argparse.Namespace, logger: logging.Logger) -> None:
     """Accumulate class means over the data with the 'mean' update and save them."""
     engine.seed_everything(opt.seed)
     device = get_device(opt.device)
+    path = engine.prototype_file(opt, opt.src_dataset if opt.source else opt.tgt_dataset)
+    if manifest.prototypes_done(opt, path):
+        logger.info("prototypes in %s are up to date: nothing to do", path)
+        return
     datasets = create_dataset(opt, logger)
     model = CustomModel(opt, logger)
     model.eval()
@@ -48,9 +55,11 @@ def calc_prototype(opt: argparse.Namespace, logger: logging.Logger) -> None:
             else:
                 vectors, ids = batch_prototypes(model, target["img"].to(device))
             model.update_objective_vectors(vectors, ids, name="mean")
-    dataset = opt.src_dataset if opt.source else opt.tgt_dataset
-    path = engine.prototype_file(opt, dataset)
+    record = manifest.prototype_manifest(path)
+    if os.path.exists(record):  # a kill before the new record is written leaves no record, never a wrong one
+        os.remove(record)
     atomic_save(model.objective_vectors.detach().cpu(), path)
+    manifest.write_json(record, manifest.prototype_inputs(opt))
     seen = int((model.objective_vectors_num > 0).sum())
     logger.info("saved %d x %d prototypes (%d classes seen) to %s", *model.objective_vectors.shape, seen, path)
 

@@ -53,20 +53,25 @@ def _load(path: str, stack: List[str]) -> Dict[str, Any]:
         namespace = runpy.run_path(path)
     except SyntaxError as err:
         raise ConfigError(f"config file {_shown(path)} is not valid Python: {err}") from None
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - NameError, ImportError, ... : one line, no traceback
+        raise ConfigError(f"config file {_shown(path)} failed to run: {type(err).__name__}: {err}") from None
 
     merged: Dict[str, Any] = {}
-    for base in _as_list(namespace.get("_base_")):
+    for base in _as_list(namespace.get("_base_"), path):
         base_path = os.path.join(os.path.dirname(path), base)
         merged.update(_load(os.path.abspath(base_path), stack + [path]))
     merged.update(_options(namespace))
     return merged
 
 
-def _as_list(value: Optional[Any]) -> List[str]:
-    """`_base_` may be absent, one path, or a list of paths."""
+def _as_list(value: Optional[Any], path: str) -> List[str]:
+    """`_base_` may be absent, one path, or a list (or tuple) of paths; anything else is an error."""
     if value is None:
         return []
-    return [value] if isinstance(value, str) else list(value)
+    bases = [value] if isinstance(value, str) else value
+    if not isinstance(bases, (list, tuple)) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"_base_ in {_shown(path)} must be a file name or a list of file names, got {value!r}")
+    return list(bases)
 
 
 def _options(namespace: Dict[str, Any]) -> Dict[str, Any]:

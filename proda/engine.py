@@ -21,16 +21,58 @@ from tqdm import tqdm
 
 from proda.metrics import runningScore
 from proda.options import parse_opt
-from proda.utils import CheckpointError, OptionError, get_device, get_logger
+from proda.utils import CheckpointError, OptionError, get_device, get_logger, set_trust_checkpoint
 
 # SYNTHIA papers report mIoU over 13 classes: the 16-class set without wall, fence and pole.
 SYNTHIA_13_OF_16 = [0, 1, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
 
 
+INTERRUPTED_STATUS = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says where and how to go on."""
+
+
 def user_errors() -> Tuple[type, ...]:
-    """Exceptions that describe a user-fixable problem and are shown as one line."""
+    """Exceptions that describe a user-fixable problem and are shown as one line.
+
+    OSError covers PermissionError, a full disk and the like: the user's to fix, not a bug.
+    """
     from proda.data import DatasetError  # local import: keeps `--help` fast
-    return (CheckpointError, DatasetError, OptionError, FileNotFoundError)
+    return (CheckpointError, DatasetError, OptionError, OSError)
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line; a DataLoader worker's re-raised error keeps only its original message."""
+    text = str(err).strip() or type(err).__name__
+    if "Original Traceback" in text:  # "Caught X in DataLoader worker ..." + the worker's traceback
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(text.split())
+
+
+def unwritable(path: str) -> Optional[str]:
+    """Why `path` (a folder or file to create) cannot be written, or None."""
+    path = os.path.abspath(path)
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if os.path.exists(path) and probe == path and os.path.isdir(path):
+        return None if os.access(path, os.W_OK) else "is not writable"
+    if probe != path and not os.path.isdir(probe):
+        return f"cannot be created: {probe} is a file"
+    target = probe if probe != path else os.path.dirname(path)
+    return None if os.access(target, os.W_OK | os.X_OK) else f"cannot be written: {target} is not writable"
+
+
+def check_outputs(opt: argparse.Namespace, outputs: Sequence[str]) -> None:
+    """Refuse, before any work, output paths (--logdir and the entry's own) that cannot be written."""
+    for key in ("logdir", *outputs):
+        path = getattr(opt, key)
+        why = unwritable(path) if path else None
+        if why:
+            raise OptionError(f"--{key} {path} {why}")
 
 
 def seed_everything(seed: int) -> None:
@@ -74,13 +116,20 @@ def barrier() -> None:
 
 def run(main: Callable[[argparse.Namespace, logging.Logger], None], description: str,
         argv: Optional[Sequence[str]] = None,
-        adjust: Optional[Callable[[argparse.Namespace], None]] = None) -> None:
-    """Parse options, set up distributed mode and logging, run `main`, report user errors in one line."""
+        adjust: Optional[Callable[[argparse.Namespace], None]] = None,
+        outputs: Sequence[str] = ()) -> None:
+    """Parse options, set up distributed mode and logging, run `main`, report user errors in one line.
+
+    `outputs` names the options (besides --logdir) whose paths the entry point writes; they
+    are checked before any work. A user error exits 1 (2 for contradicting options), Ctrl-C 130.
+    """
     opt = parse_opt(argv, description=description)
     if adjust is not None:
         adjust(opt)
     logger = None
+    set_trust_checkpoint(opt.trust_checkpoint)
     try:
+        check_outputs(opt, outputs)
         init_distributed(opt)
         logger = get_logger(opt.logdir, console=is_main_process())
         if not is_main_process():
@@ -88,16 +137,27 @@ def run(main: Callable[[argparse.Namespace, logging.Logger], None], description:
         logger.info("RUNDIR: %s", opt.logdir)
         logger.info("options: %s", vars(opt))
         main(opt, logger)
+    except KeyboardInterrupt as err:
+        report(logger, str(err) if isinstance(err, Interrupted) else
+               "interrupted; rerun the same command to continue", prefix="")
+        sys.exit(INTERRUPTED_STATUS)
     except user_errors() as err:
-        message = f"error: {err}"
-        if logger is not None:
-            logger.error(message)
-        else:
-            print(f"{os.path.basename(sys.argv[0])}: {message}", file=sys.stderr)
-        sys.exit(1)
+        report(logger, f"error: {one_line(err)}")
+        sys.exit(2 if isinstance(err, OptionError) else 1)
     finally:
+        set_trust_checkpoint(False)
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def report(logger: Optional[logging.Logger], message: str, prefix: Optional[str] = None) -> None:
+    """One line on stderr (and in the run log when there is one)."""
+    if logger is not None:
+        for handler in logger.handlers:  # the log file gets it; the console gets exactly one line below
+            if isinstance(handler, logging.FileHandler):
+                handler.emit(logging.LogRecord(logger.name, logging.ERROR, "", 0, message, None, None))
+    name = os.path.basename(sys.argv[0]) if prefix is None else prefix
+    print(f"{name}: {message}" if name else message, file=sys.stderr, flush=True)
 
 
 def inference_options(opt: argparse.Namespace) -> None:

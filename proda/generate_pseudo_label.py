@@ -8,7 +8,9 @@ resolution, <image>.npy (C x h x w, float32). Otherwise (stage 2/3 input): hard 
 resolution, <image>.png, their confidences <image>_conf.npy (float16) and a colour image
 <image>_color.png; --flip averages the probabilities with those of the mirrored image.
 Files go to <save_path>/<name>/. Images whose files all exist are skipped, so an interrupted
-run continues where it stopped; a `.complete` marker is written when every image is done.
+run continues where it stopped; a `.complete` marker is written when every image is done. The
+folder's `.manifest.json` records the checkpoint (content hash) and the options that change
+labels; a rerun with other inputs is refused with the `rm` command to run (--restart: relabel).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from proda import engine
+from proda import engine, manifest
 from proda.data import find_dataset_using_name
 from proda.models.adaptation_modelv2 import CustomModel
 from proda.utils import atomic_write, fliplr, get_device
@@ -100,6 +102,7 @@ def generate(opt: argparse.Namespace, logger: logging.Logger) -> None:
     device = get_device(opt.device)
     out_dir = os.path.join(opt.save_path, opt.name)
     os.makedirs(out_dir, exist_ok=True)
+    manifest.prepare_pseudo_folder(opt, out_dir)  # refuses a folder of other inputs before any work
     dataset = find_dataset_using_name(opt.tgt_dataset)(opt, logger, augmentations=None, split="train")
     todo = [i for i, path in enumerate(dataset.files)
             if not all(os.path.isfile(f) for f in output_files(out_dir, path, opt.soft))]
@@ -117,13 +120,14 @@ def generate(opt: argparse.Namespace, logger: logging.Logger) -> None:
                 save_soft(net, batch, files, device)
             else:
                 save_hard(net, batch, files, device, opt.flip, dataset.decode_segmap)
-    open(os.path.join(out_dir, COMPLETE_MARKER), "w").close()
+    write_atomic(os.path.join(out_dir, COMPLETE_MARKER), b"")
     logger.info("pseudo labels complete in %s", out_dir)
 
 
 def main(argv=None) -> None:
     """Command-line entry point."""
-    engine.run(generate, description=__doc__.splitlines()[0], argv=argv, adjust=engine.inference_options)
+    engine.run(generate, description=__doc__.splitlines()[0], argv=argv, adjust=engine.inference_options,
+               outputs=("save_path",))
 
 
 if __name__ == "__main__":

@@ -90,7 +90,8 @@ def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
     g.add_argument("--moving_prototype", action="store_true")
     g.add_argument("--no_resume", action="store_true", help="do not load --resume_path into the student")
     g.add_argument("--restart", action="store_true",
-                   help="[added] ignore an interrupted run's current checkpoint in the log dir and start over")
+                   help="[added] start over: ignore an interrupted or finished run's checkpoint in the log dir "
+                        "(train), or relabel / recompute outputs made from other inputs (pseudo labels, prototypes)")
     g.add_argument("--seed", type=int, default=1337, help="random seed")
     g.add_argument("--finetune", action="store_true", help="separate 1x / 10x learning rates for backbone / head")
     g.add_argument("--unique_lr_params", action="store_true",
@@ -103,6 +104,9 @@ def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
     g.add_argument("--threshold", type=float, default=-1, help="stage 2/3: pseudo labels with confidence <= threshold are ignored")
     g.add_argument("--train_thred", type=float, default=0, help="stage 1: rectified pseudo labels below this probability are ignored")
     g.add_argument("--device", type=str, default="auto", help="[added] auto (CUDA when present) | cpu | cuda | cuda:N")
+    g.add_argument("--trust_checkpoint", action="store_true",
+                   help="[added] also load checkpoint files that pickle arbitrary Python objects; such a file can "
+                        "run any code on this machine when loaded, so use it only for files from a source you trust")
 
     g = p.add_argument_group("data")
     g.add_argument("--src_dataset", type=str, default="gta5", choices=["gta5", "synthia", "cityscapes"])
@@ -220,6 +224,55 @@ def resolve_paths(opt: argparse.Namespace) -> argparse.Namespace:
     return opt
 
 
+# (option, lowest allowed value, text of the allowed range): checked before any work starts
+LOWER_BOUNDS = [("bs", 1, ">= 1"), ("epochs", 0, ">= 0"), ("train_iters", 1, ">= 1"), ("max_iters", 0, ">= 0"),
+                ("lr", 0, ">= 0"), ("num_workers", 0, ">= 0"), ("print_interval", 1, ">= 1"),
+                ("val_interval", 1, ">= 1"), ("resize", 1, ">= 1"), ("proto_temperature", 1e-12, "> 0"),
+                ("adv", 0, ">= 0"), ("rce_alpha", 0, ">= 0"), ("rce_beta", 0, ">= 0"), ("regular_w", 0, ">= 0"),
+                ("proto_consistW", 0, ">= 0"), ("distillation", 0, ">= 0"), ("S_pseudo", 0, ">= 0"),
+                ("S_pseudo_src", 0, ">= 0"), ("seed", 0, ">= 0")]
+UNIT_INTERVAL = ["hflip", "proto_momentum", "train_thred"]
+
+
+def check_device(name: str) -> Optional[str]:
+    """Why --device cannot be used here, or None (parsed by torch; CUDA must be present for cuda)."""
+    if name in ("auto", "cpu"):
+        return None
+    import torch  # here, not at the top: --help stays fast
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        return f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N"
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            return f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)"
+        if device.index is not None and device.index >= count:
+            return f"--device {name}: only cuda:0..cuda:{count - 1} exist"
+    elif device.type != "cpu":
+        return f"--device {name}: only auto, cpu, cuda and cuda:N are supported"
+    return None
+
+
+def option_problem(opt: argparse.Namespace) -> Optional[str]:
+    """The first option value outside its allowed range, as one line naming it, or None."""
+    for key, low, allowed in LOWER_BOUNDS:
+        if getattr(opt, key) < low:
+            return f"--{key} {getattr(opt, key)} is out of range: must be {allowed}"
+    for key in UNIT_INTERVAL:
+        if not 0 <= getattr(opt, key) <= 1:
+            return f"--{key} {getattr(opt, key)} is out of range: must be in [0, 1]"
+    if not -1 <= opt.threshold <= 1:
+        return f"--threshold {opt.threshold} is out of range: must be in [-1, 1]"
+    for key in ("rcrop", "src_img_size", "tgt_img_size"):
+        size = getattr(opt, key)
+        if size is not None and min(size) < 1:
+            return f"--{key} {','.join(map(str, size))} is out of range: both sizes must be >= 1"
+    if opt.src_dataset == "gta5" and opt.n_class != 19:
+        return f"--n_class {opt.n_class} does not fit --src_dataset gta5: GTA5 labels are 19-class only (use 19)"
+    return check_device(opt.device)
+
+
 def parse_opt(argv: Optional[Sequence[str]] = None, description: str = "ProDA",
               parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
     """Parse defaults < --config file < command line into one options namespace."""
@@ -232,4 +285,7 @@ def parse_opt(argv: Optional[Sequence[str]] = None, description: str = "ProDA",
         except ConfigError as err:
             parser.exit(2, f"{parser.prog}: error: {err}\n")
     opt = parser.parse_args(argv)
+    problem = option_problem(opt)
+    if problem:
+        parser.exit(2, f"{parser.prog}: error: {problem}\n")
     return resolve_paths(opt)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from proda import engine, tta
 from proda.data import find_dataset_using_name
 from proda.models.adaptation_modelv2 import CustomModel
-from proda.utils import get_device
+from proda.utils import atomic_write, get_device
 
 
 def prediction_writer(folder: str, decode_segmap):
@@ -73,9 +73,8 @@ def test(opt: argparse.Namespace, logger: logging.Logger) -> dict:
     logger.info("results of %s on %s val (test-time adaptation: %s, %.3f s per image):\n%s",
                 opt.resume_path, opt.tgt_dataset, opt.tta, results["seconds_per_image"], table)
     if opt.results_json:
-        os.makedirs(os.path.dirname(os.path.abspath(opt.results_json)), exist_ok=True)
-        with open(opt.results_json, "w") as f:
-            json.dump(json_safe(results), f, indent=2)
+        text = json.dumps(json_safe(results), indent=2)
+        atomic_write(opt.results_json, lambda f: f.write(text.encode()))
         tta.plot_stream(stream.miou, f"{opt.tta}: per-image mIoU over the val stream",
                         os.path.splitext(opt.results_json)[0] + "_stream.png")
     return results
@@ -91,7 +90,8 @@ def tta_settings(opt: argparse.Namespace) -> dict:
 
 def main(argv=None) -> None:
     """Command-line entry point."""
-    engine.run(test, description=__doc__.splitlines()[0], argv=argv, adjust=engine.inference_options)
+    engine.run(test, description=__doc__.splitlines()[0], argv=argv, adjust=engine.inference_options,
+               outputs=("results_json", "save_pred"))
 
 
 if __name__ == "__main__":

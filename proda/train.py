@@ -7,8 +7,10 @@ Stages: warm_up (source CE + adversarial alignment), src_only (source CE only), 
 (prototype-rectified soft pseudo labels + prototype consistency), stage2 / stage3
 (self-distillation from the previous stage). Every --val_interval iterations the model is
 evaluated on the target val split; the current and best checkpoints are written to the log
-dir in the reference format, the current one with everything needed to resume. Re-running the
-same command after an interruption resumes from it; a finished run exits at once.
+dir in the reference format, the current one with everything needed to resume exactly (random
+state, data position, the inputs of the run). Re-running the same command after an
+interruption resumes from it bit for bit; a finished run exits at once; a run whose inputs
+changed is refused (see docs/proda-reliability.md).
 """
 from __future__ import annotations
 
@@ -21,11 +23,13 @@ from typing import Dict, Optional
 import torch
 from tqdm import tqdm
 
-from proda import engine
+from proda import engine, manifest
 from proda.data import create_dataset
 from proda.metrics import averageMeter
 from proda.models.adaptation_modelv2 import CustomModel
-from proda.utils import OptionError, atomic_save, get_device, load_checkpoint
+from proda.resume import data_state, load_data_state, rng_state, set_rng_state
+from proda.utils import (CheckpointError, OptionError, atomic_save, get_device, load_checkpoint,
+                         remove_stale_temp_files)
 
 try:  # tensorboard is a declared dependency; keep training possible without it
     from torch.utils.tensorboard import SummaryWriter
@@ -37,6 +41,9 @@ def load_prototypes(opt: argparse.Namespace, model: CustomModel, logger: logging
     """Stage 1 starts from the target prototypes that calc_prototype.py wrote beside --resume_path."""
     path = engine.prototype_file(opt, opt.tgt_dataset)
     hint = f"run: python -m proda.calc_prototype --resume_path {opt.resume_path} (same --n_class)"
+    stale = manifest.check_prototypes_source(path, opt.resume_path)
+    if stale:
+        raise OptionError(stale)
     try:  # the setter checks the shape and moves the prototypes to the model's device
         model.objective_vectors = load_checkpoint(path, what="prototype file", hint=hint)
     except ValueError as err:
@@ -76,24 +83,35 @@ def learning_rates(model: CustomModel) -> Dict[str, float]:
     return rates
 
 
-def save_checkpoints(model: CustomModel, opt: argparse.Namespace, iou: float, logger: logging.Logger) -> None:
-    """Write the current checkpoint (with resume state) and, when mIoU did not drop, the best one."""
+def save_checkpoints(model: CustomModel, datasets, opt: argparse.Namespace, iou: float,
+                     inputs: dict, logger: logging.Logger) -> None:
+    """Write the current checkpoint (with resume state) and, when mIoU did not drop, the best one.
+
+    Called after scheduler_step, so the saved schedules are where the next iteration starts.
+    The current file is written first and names the best one; a kill between the two writes
+    leaves a best file that resume() rewrites from the current one (they hold the same model).
+    """
     is_best = iou >= model.best_iou
     if is_best:
         model.best_iou = iou
+        model.best_record = {"iter": model.iter + 1, "best_iou": iou}
     # as the reference: 'iter' is the next iteration and both files' 'best_iou' is this mIoU
     checkpoint = model.reference_checkpoint(iters=model.iter + 1, best_iou=iou)
-    atomic_save({**checkpoint, "resume": model.training_state()}, engine.model_file(opt, "current"))
+    state = {**model.training_state(), "rng": rng_state(), "data": data_state(datasets), "inputs": inputs,
+             "best": getattr(model, "best_record", None)}
+    atomic_save({**checkpoint, "resume": state}, engine.model_file(opt, "current"))
     if is_best:
         atomic_save(checkpoint, engine.model_file(opt, "best"))
         logger.info("new best model: mIoU %.4f at iteration %d", iou, model.iter)
 
 
 def validation(model: CustomModel, datasets, opt: argparse.Namespace, logger: logging.Logger,
-               writer: Optional["SummaryWriter"], device: torch.device) -> None:
-    """Evaluate on the target val split (main process), log it, and write the checkpoints."""
+               writer: Optional["SummaryWriter"], device: torch.device) -> Optional[float]:
+    """Evaluate on the target val split (main process) and log it; returns the mIoU as a
+    fraction on the main process, None on the others."""
     for name, lr in learning_rates(model).items():
         logger.info("learning rate is %g for %s net", lr, name.split("/", 1)[1])
+    iou = None
     if engine.is_main_process():
         model.eval(logger=logger)
         val_set = datasets.target_valid_loader.dataset
@@ -115,7 +133,15 @@ def validation(model: CustomModel, datasets, opt: argparse.Namespace, logger: lo
             writer.add_images("val/input", first["img"].clamp(0, 1), model.iter)
             writer.add_images("val/prediction", engine.colorize(val_set.decode_segmap, first["pred"]), model.iter)
             writer.add_images("val/ground_truth", engine.colorize(val_set.decode_segmap, first["label"]), model.iter)
-        save_checkpoints(model, opt, iou, logger)
+    engine.barrier()
+    return iou
+
+
+def checkpoint_after_validation(model: CustomModel, datasets, opt: argparse.Namespace, iou: Optional[float],
+                                inputs: dict, logger: logging.Logger) -> None:
+    """Write the checkpoints of a validation (main process) once the schedules have stepped."""
+    if iou is not None:
+        save_checkpoints(model, datasets, opt, iou, inputs, logger)
         logger.info("Best iou until now is %.4f", model.best_iou)
     engine.barrier()
 
@@ -131,17 +157,43 @@ def log_pseudo_labels(writer: Optional["SummaryWriter"], target: dict, decode_se
         writer.add_images("train/soft_pseudo_label", engine.colorize(decode_segmap, target["lpsoft"][:4].argmax(1)), step)
 
 
-def resume(model: CustomModel, opt: argparse.Namespace, logger: logging.Logger) -> None:
-    """Continue an interrupted run from the current checkpoint in the log dir, if there is one."""
+def repair_best(opt: argparse.Namespace, checkpoint: dict, logger: logging.Logger) -> None:
+    """Make the best file the one the current checkpoint names (a kill between the two writes)."""
+    record = checkpoint["resume"].get("best")
+    path = engine.model_file(opt, "best")
+    if record is None or record["iter"] != checkpoint["iter"]:
+        return  # the best model is older than the current one and was written before it
+    best = load_checkpoint(path, what="best checkpoint") if os.path.isfile(path) else None
+    if best is not None and best.get("iter") == record["iter"]:
+        return
+    atomic_save({k: v for k, v in checkpoint.items() if k != "resume"}, path)
+    logger.info("repaired %s from the current checkpoint (iteration %d)", path, record["iter"] - 1)
+
+
+def resume(model: CustomModel, datasets, opt: argparse.Namespace, inputs: dict, logger: logging.Logger) -> None:
+    """Continue an interrupted run from the current checkpoint in the log dir, if there is one:
+    model, optimisers, schedules, prototypes, data position and random state (restored last)."""
     path = engine.model_file(opt, "current")
+    for target in (path, engine.model_file(opt, "best")):
+        remove_stale_temp_files(target)  # left by a kill during a write
     if opt.restart or not os.path.isfile(path):
         return
     checkpoint = load_checkpoint(path, what="current checkpoint",
                                  hint="delete it or pass --restart to start over")
-    if "resume" not in checkpoint:
-        raise OptionError(f"{path} holds no resume state (written by the reference code?): "
-                                 "move it away or pass --restart to start over")
-    model.load_training_state(checkpoint["resume"])
+    state = checkpoint.get("resume") if isinstance(checkpoint, dict) else None
+    if state is None or "rng" not in state:
+        raise OptionError(f"{path} holds no resume state of this version (written by the reference code or an "
+                          "older version?): move it away or pass --restart to start over")
+    manifest.check_training_inputs(state.get("inputs"), inputs, opt.logdir)
+    model.load_training_state(state)
+    model.best_record = state.get("best")
+    if engine.is_main_process():
+        repair_best(opt, checkpoint, logger)
+    load_data_state(datasets, state.get("data"))
+    try:
+        set_rng_state(state["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: its random-number state does not load ({err})") from None
     logger.info("resumed from %s at iteration %d (best mIoU %.4f)", path, model.iter, model.best_iou)
 
 
@@ -149,11 +201,13 @@ def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
     """Run one training stage to its end, validating and checkpointing along the way."""
     engine.seed_everything(opt.seed)
     device = get_device(opt.device)
+    inputs = manifest.training_inputs(opt, engine.prototype_file(opt, opt.tgt_dataset)
+                                      if opt.stage == "stage1" else None)
     datasets = create_dataset(opt, logger)
     model = CustomModel(opt, logger)
     if opt.stage == "stage1":
         load_prototypes(opt, model, logger)
-    resume(model, opt, logger)
+    resume(model, datasets, opt, inputs, logger)
 
     loader = datasets.target_train_loader
     total = opt.epochs * len(loader)
@@ -162,7 +216,17 @@ def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
     if model.iter >= total:
         logger.info("training already finished (%d / %d iterations): nothing to do", model.iter, total)
         return
+    try:
+        run_iterations(model, datasets, opt, total, inputs, logger, device)
+    except KeyboardInterrupt:
+        raise engine.Interrupted(f"interrupted at iteration {model.iter}; rerun the same command to resume") from None
+    logger.info("finished %s after %d iterations; best mIoU %.2f%%", opt.stage, model.iter, model.best_iou * 100)
 
+
+def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total: int, inputs: dict,
+                   logger: logging.Logger, device: torch.device) -> None:
+    """Iterations model.iter+1 .. total; an epoch resumed mid-way starts at its next unseen batch."""
+    loader = datasets.target_train_loader
     writer = SummaryWriter(opt.logdir) if (SummaryWriter is not None and engine.is_main_process()) else None
     decode_segmap = datasets.target_valid_loader.dataset.decode_segmap
     time_meter = averageMeter()
@@ -170,7 +234,7 @@ def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
     progress = tqdm(total=total, initial=model.iter, desc=opt.stage, disable=not engine.is_main_process())
     while model.iter < total:
         epoch = model.iter // len(loader)
-        datasets.set_epoch(epoch)  # DistributedSampler: a new shuffle per epoch
+        datasets.set_epoch(epoch, skip_batches=model.iter - epoch * len(loader))
         for target in loader:
             source = datasets.source_train_loader.next()
             model.iter += 1
@@ -194,18 +258,21 @@ def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
                         writer.add_scalar(k if "/" in k else f"train/{k}", v, i)
                     log_pseudo_labels(writer, target, decode_segmap, i)
 
+            iou = None
             if (i + 1) % opt.val_interval == 0:
-                validation(model, datasets, opt, logger, writer, device)
+                iou = validation(model, datasets, opt, logger, writer, device)
                 validated_at = model.iter
             model.scheduler_step()
+            if validated_at == model.iter:
+                checkpoint_after_validation(model, datasets, opt, iou, inputs, logger)
             if model.iter >= total:
                 break
     progress.close()
     if validated_at != model.iter:  # evaluate and checkpoint the final model as well
-        validation(model, datasets, opt, logger, writer, device)
+        iou = validation(model, datasets, opt, logger, writer, device)
+        checkpoint_after_validation(model, datasets, opt, iou, inputs, logger)
     if writer is not None:
         writer.close()
-    logger.info("finished %s after %d iterations; best mIoU %.2f%%", opt.stage, model.iter, model.best_iou * 100)
 
 
 def main(argv=None) -> None:

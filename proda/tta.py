@@ -30,6 +30,7 @@ from tent.norm import Norm
 from tent.tent import DEFAULT_NORM_LAYERS
 
 from proda.metrics import runningScore
+from proda.utils import atomic_write
 
 TTA_METHODS = ("none", "norm", "tent")
 BN_STATS = ("batch", "source")
@@ -160,5 +161,5 @@ def plot_stream(miou: Sequence[float], title: str, path: str) -> None:
     ax.set_title(title)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)

@@ -4,9 +4,11 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import pickle
 import tempfile
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, List, Optional
 
+import numpy as np
 import torch
 
 LOGGER_NAME = "ptsemseg"  # the reference's logger name
@@ -53,15 +55,49 @@ class CheckpointError(RuntimeError):
     """A checkpoint or prototype file that is missing, corrupt or of the wrong shape."""
 
 
+TEMP_PREFIX = ".tmp_"  # atomic_write's temporary files: .tmp_<target name>.<random>
+
+
+def stale_temp_files(path: str) -> List[str]:
+    """Temporary files a killed atomic_write of `path` left behind (same folder, same target name)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = f"{TEMP_PREFIX}{os.path.basename(path)}."
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return [os.path.join(folder, n) for n in names if n.startswith(prefix)]
+
+
+def remove_stale_temp_files(path: str) -> None:
+    """Delete what a killed write of `path` left (a temp file per kill: GBs at full scale)."""
+    for tmp in stale_temp_files(path):
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:  # removed by someone else meanwhile
+            pass
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it, so it is set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
     """Call write(file) on a temporary file in the same folder, then rename it over `path`.
 
-    An interrupted run therefore never leaves a half-written file behind.
+    An interrupted run therefore never leaves a half-written file behind; the temporary file
+    gets the permissions open() would give (mkstemp's are 0600), and temporary files of the
+    same target left by a killed earlier write are removed first.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
+    remove_stale_temp_files(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{os.path.basename(path)}.", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
@@ -76,18 +112,58 @@ def atomic_save(obj: Any, path: str) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+TRUST_FLAG = "--trust_checkpoint"
+_trust_checkpoints = False  # set per run by engine.run from --trust_checkpoint
+
+
+def set_trust_checkpoint(trust: bool) -> None:
+    """Allow (True) or refuse (False, the default) files that only a full unpickler can read."""
+    global _trust_checkpoints
+    _trust_checkpoints = bool(trust)
+
+
+def numpy_safe_globals() -> List[Any]:
+    """Exactly what the released ProDA checkpoints pickle besides tensors: 'best_iou' is the
+    NumPy float64 that runningScore returns (a scalar, its dtype and the dtype's class),
+    under the NumPy 2 and NumPy 1 module names."""
+    core = getattr(np, "_core", None) or np.core
+    scalar = core.multiarray.scalar
+    allowed: List[Any] = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
+    float64_dtype = getattr(getattr(np, "dtypes", None), "Float64DType", None)
+    if float64_dtype is not None:
+        allowed.append(float64_dtype)
+    return allowed
+
+
+def _is_unsafe(err: Exception) -> bool:
+    """True when weights_only refused the file for what it pickles (not for being corrupt)."""
+    text = str(err)
+    return isinstance(err, pickle.UnpicklingError) and any(
+        key in text for key in ("Unsupported global", "Can only build", "not an allowed global",
+                                "Unsupported operand"))
+
+
 def load_checkpoint(path: str, what: str = "checkpoint", hint: Optional[str] = None,
                     map_location: Any = "cpu") -> Any:
-    """torch.load with weights_only=True where the file allows it, and one clear error otherwise.
+    """torch.load(weights_only=True) with an allow-list for NumPy scalars; never runs code unless
+    --trust_checkpoint was given. Any failure is one CheckpointError line naming the file.
 
     `what` names the file in the error message and `hint` says how to create or obtain it.
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"{what} not found: {path}" + (f" ({hint})" if hint else ""))
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as safe_err:  # older files may pickle numpy scalars or other objects
-        try:
-            return torch.load(path, map_location=map_location, weights_only=False)
-        except Exception:
-            raise CheckpointError(f"{what} {path} is corrupt or not a torch file: {safe_err}") from None
+        with torch.serialization.safe_globals(numpy_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line
+        if not _is_unsafe(err):
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{what} {path} is corrupt or not a torch file: {reason}") from None
+    if not _trust_checkpoints:
+        raise CheckpointError(f"{what} {path} pickles objects that could run code when loaded; "
+                              f"refused (pass {TRUST_FLAG} only if you trust this file)")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001
+        raise CheckpointError(f"{what} {path} could not be loaded even with {TRUST_FLAG}: "
+                              f"{type(err).__name__}") from None

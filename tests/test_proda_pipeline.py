@@ -74,8 +74,8 @@ def test_finished_run_does_nothing(tree, source_only):
     root, common = tree
     path = os.path.join(logdir(root, "src"), CKPT.format("current"))
     before = os.path.getmtime(path)
-    train.main(common + ["--stage", "src_only", "--student_init", "random", "--no_resume",
-                         "--logdir", logdir(root, "src"), "--max_iters", "2"])
+    train.main(common + ["--stage", "src_only", "--student_init", "random", "--no_resume", "--lr", "1e-3",
+                         "--logdir", logdir(root, "src"), "--val_interval", "1", "--max_iters", "2"])
     assert os.path.getmtime(path) == before
 
 

@@ -23,11 +23,24 @@ class DataProvider:
         self.DataLoader = None
         self.build()
 
-    def build(self) -> None:
-        """Start a pass over the data (a DistributedSampler gets the epoch for its shuffle)."""
-        if hasattr(self.loader.sampler, "set_epoch"):
-            self.loader.sampler.set_epoch(self.epoch)
+    def build(self, skip_batches: int = 0) -> None:
+        """Start a pass over the data (the sampler gets the epoch for its shuffle), optionally
+        `skip_batches` batches in (resume; needs a sampler that can start mid-epoch)."""
+        sampler = self.loader.sampler
+        if skip_batches:
+            sampler.set_epoch(self.epoch, skip_batches * self.args.get("batch_size", 1))
+        elif hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
         self.DataLoader = iter(self.loader)
+
+    def state_dict(self) -> Dict[str, int]:
+        """Where the provider stands: its epoch and the batches drawn in it."""
+        return {"epoch": self.epoch, "iteration": self.iteration}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        """Continue with the next unseen batch of the saved epoch."""
+        self.epoch, self.iteration = int(state["epoch"]), int(state["iteration"])
+        self.build(skip_batches=self.iteration)
 
     def __next__(self) -> Dict[str, Any]:
         """The next batch, restarting the loader when an epoch ends."""

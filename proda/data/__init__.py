@@ -25,6 +25,7 @@ from proda.data.DataProvider import DataProvider
 from proda.data.gta5_dataset import GTA5_loader
 from proda.data.randaugment import RandAugmentMC, affine_sample
 from proda.data.synthia_dataset import Synthia_loader
+from proda.resume import SOURCE_STREAM, TARGET_STREAM, SeededItems, seeded_loader_kwargs
 
 __all__ = ["create_dataset", "find_dataset_using_name", "get_composed_augmentations", "worker_init_fn",
            "CustomDatasetDataLoader", "BaseDataset", "DatasetError", "IGNORE_INDEX", "Cityscapes_loader",
@@ -76,6 +77,15 @@ def loader_kwargs(opt: Any, dataset: torch.utils.data.Dataset, shuffle: bool, dr
                 pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init_fn)
 
 
+def resumable_loader_kwargs(opt: Any, dataset: torch.utils.data.Dataset, shuffle: bool, drop_last: bool,
+                            stream: int) -> Dict[str, Any]:
+    """Training DataLoader arguments for SeededItems(dataset): order and augmentations follow
+    from --seed, the epoch and the position alone (see proda/resume.py), so an interrupted run
+    resumes bit for bit with any --num_workers; a distributed run shards as DistributedSampler."""
+    return dict(batch_size=opt.bs, num_workers=int(opt.num_workers), pin_memory=torch.cuda.is_available(),
+                **seeded_loader_kwargs(dataset, opt.seed, stream, shuffle, drop_last))
+
+
 def check_batchable(dataset: torch.utils.data.Dataset, batch_size: int, drop_last: bool) -> None:
     """With drop_last, a dataset smaller than one batch would yield nothing: say so."""
     if drop_last and len(dataset) < batch_size:
@@ -101,9 +111,11 @@ class CustomDatasetDataLoader:
         check_batchable(self.source_train, opt.bs, drop_last=True)
         check_batchable(self.target_train, opt.bs, drop_last=not opt.no_droplast)
         self.source_train_loader = DataProvider(
-            self.source_train, **loader_kwargs(opt, self.source_train, not opt.noshuffle, True, train=True))
+            SeededItems(self.source_train),
+            **resumable_loader_kwargs(opt, self.source_train, not opt.noshuffle, True, SOURCE_STREAM))
         self.target_train_loader = torch.utils.data.DataLoader(
-            self.target_train, **loader_kwargs(opt, self.target_train, not opt.noshuffle, not opt.no_droplast, train=True))
+            SeededItems(self.target_train),
+            **resumable_loader_kwargs(opt, self.target_train, not opt.noshuffle, not opt.no_droplast, TARGET_STREAM))
 
         self.source_valid = None
         self.source_valid_loader = None
@@ -117,10 +129,10 @@ class CustomDatasetDataLoader:
         self.logger.info("%s %s dataset has been created", type(dataset).__name__, role)
         dataset[0]
 
-    def set_epoch(self, epoch: int) -> None:
-        """Give a distributed target sampler the epoch, so that each epoch shuffles anew."""
-        if hasattr(self.target_train_loader.sampler, "set_epoch"):
-            self.target_train_loader.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Give the target sampler the epoch (each epoch shuffles anew) and, on resume, the
+        number of batches of it already trained on."""
+        self.target_train_loader.sampler.set_epoch(epoch, skip_batches * self.opt.bs)
 
     def load_data(self) -> "CustomDatasetDataLoader":
         """The reference's accessor: the object itself."""
