@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from proda import engine
 from proda.data import find_dataset_using_name
-from proda.models.adaptation_modelv2 import CustomModel
+from proda.models.builders import build_student
 from proda.utils import get_device
 
 
@@ -51,10 +51,9 @@ def test(opt: argparse.Namespace, logger: logging.Logger) -> dict:
     device = get_device(opt.device)
     dataset = find_dataset_using_name(opt.tgt_dataset)(opt, logger, augmentations=None, split="val")
     loader = DataLoader(dataset, batch_size=opt.bs, shuffle=False, num_workers=opt.num_workers)
-    model = CustomModel(opt, logger)
-    model.eval()
+    net = build_student(opt).eval()
     on_batch = prediction_writer(opt.save_pred, dataset.decode_segmap) if opt.save_pred else None
-    score = engine.evaluate(model.BaseNet, loader, opt.n_class, device, on_batch=on_batch, desc="test")
+    score = engine.evaluate(net, loader, opt.n_class, device, on_batch=on_batch, desc="test")
     table, results = engine.iou_table(score, dataset.class_names[1:])
     results["checkpoint"] = opt.resume_path
     logger.info("results of %s on %s val:\n%s", opt.resume_path, opt.tgt_dataset, table)

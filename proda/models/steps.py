@@ -39,8 +39,6 @@ def resize_outputs(out: Dict[str, torch.Tensor], size: Sequence[int]) -> Dict[st
     return {k: F.interpolate(out[k], size=size, mode="bilinear", align_corners=True) for k in ("out", "feat")}
 
 
-
-
 class StageSteps:
     """CustomModel's steps (see the module docstring for the state they use)."""
 
