@@ -5,9 +5,9 @@
 
 Sizes are those of stage-1 training: 256-channel features of a 896 x 512 crop at 1/4 resolution
 (224 x 128), 19 classes; get_prototype_weight starts from the EMA features of the full
-2048 x 1024 image (512 x 256) and maps them onto the weak view first. The loop versions below
-are the reference's code paths (one pass per class, one .item() per image and class, one
-update per vector); each row also reports how far apart the two results are (the distances
+2048 x 1024 image (512 x 256) and maps them onto the weak view first. The loop versions
+(tests/reference_loops.py) are the reference's code paths (one pass per class, one .item() per
+image and class, one update per vector); each row also reports how far apart the two results are (the distances
 element by element, the rest relative to the largest value).
 
 The distance is timed on two kinds of features: 'spread' (random, every pixel far from every
@@ -29,10 +29,12 @@ from typing import Callable, Dict, List, Tuple
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-from benchmarks.proto_loops import loop_distance, loop_mean_vectors, loop_strong_transform, loop_update  # noqa: E402
-from proda.models.adaptation_modelv2 import (class_mean_vectors, full_to_weak,  # noqa: E402
-                                             prototype_distance, strong_transform, update_prototypes)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# run from a checkout; tests/ itself, since an installed package may own the name `tests`
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+from reference_loops import loop_distance, loop_mean_vectors, loop_strong_transform, loop_update  # noqa: E402
+from proda.data.replay import full_to_weak, strong_transform  # noqa: E402
+from proda.models.prototypes import class_mean_vectors, prototype_distance, update_prototypes  # noqa: E402
 
 logger = logging.getLogger("proda_proto_bench")
 N_CLASS, CHANNELS, H, W = 19, 256, 128, 224

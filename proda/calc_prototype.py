@@ -21,19 +21,20 @@ from tqdm import tqdm
 
 from proda import engine, manifest
 from proda.data import create_dataset
-from proda.models.adaptation_modelv2 import CustomModel
+from proda.models.builders import build_student
+from proda.models.prototypes import Prototypes
 from proda.utils import atomic_save, get_device
 
 PROTOTYPE_EPOCHS = 4  # the reference always averages over four passes of the loader
 
 
 @torch.no_grad()
-def batch_prototypes(model: CustomModel, images: torch.Tensor, labels=None):
+def batch_prototypes(net: torch.nn.Module, prototypes: Prototypes, images: torch.Tensor, labels=None):
     """Per-image class mean features of one batch (restricted to labelled pixels when labels are given)."""
-    out = model.BaseNet_DP(images, ssl=True)
+    out = net(images, ssl=True)
     if labels is not None:
         labels = F.interpolate(labels.unsqueeze(1).float(), size=out["feat"].shape[2:], mode="nearest")
-    return model.calculate_mean_vector(out["feat"], out["out"], labels)
+    return prototypes.class_means(out["feat"], out["out"], labels)
 
 
 def calc_prototype(opt: argparse.Namespace, logger: logging.Logger) -> None:
@@ -45,23 +46,23 @@ def calc_prototype(opt: argparse.Namespace, logger: logging.Logger) -> None:
         logger.info("prototypes in %s are up to date: nothing to do", path)
         return
     datasets = create_dataset(opt, logger)
-    model = CustomModel(opt, logger)
-    model.eval()
+    net = build_student(opt).eval()
+    prototypes = Prototypes(opt.n_class, device)
     for epoch in range(PROTOTYPE_EPOCHS):
         for target in tqdm(datasets.target_train_loader, desc=f"prototypes {epoch + 1}/{PROTOTYPE_EPOCHS}"):
             if opt.source:
                 source = datasets.source_train_loader.next()
-                vectors, ids = batch_prototypes(model, source["img"].to(device), source["label"].to(device))
+                vectors, ids = batch_prototypes(net, prototypes, source["img"].to(device), source["label"].to(device))
             else:
-                vectors, ids = batch_prototypes(model, target["img"].to(device))
-            model.update_objective_vectors(vectors, ids, name="mean")
+                vectors, ids = batch_prototypes(net, prototypes, target["img"].to(device))
+            prototypes.update(vectors, ids, opt.proto_momentum, name="mean")
     record = manifest.prototype_manifest(path)
     if os.path.exists(record):  # a kill before the new record is written leaves no record, never a wrong one
         os.remove(record)
-    atomic_save(model.objective_vectors.detach().cpu(), path)
+    atomic_save(prototypes.vectors.detach().cpu(), path)
     manifest.write_json(record, manifest.prototype_inputs(opt))
-    seen = int((model.objective_vectors_num > 0).sum())
-    logger.info("saved %d x %d prototypes (%d classes seen) to %s", *model.objective_vectors.shape, seen, path)
+    seen = int((prototypes.counts > 0).sum())
+    logger.info("saved %d x %d prototypes (%d classes seen) to %s", *prototypes.vectors.shape, seen, path)
 
 
 def main(argv=None) -> None:

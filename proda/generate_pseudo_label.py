@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from proda import engine, manifest
 from proda.data import find_dataset_using_name
-from proda.models.adaptation_modelv2 import CustomModel
+from proda.models.builders import build_student
 from proda.utils import atomic_write, fliplr, get_device
 
 COMPLETE_MARKER = ".complete"
@@ -109,9 +109,7 @@ def generate(opt: argparse.Namespace, logger: logging.Logger) -> None:
     logger.info("%d of %d images already labelled in %s; labelling %d", len(dataset) - len(todo),
                 len(dataset), out_dir, len(todo))
     if todo:
-        model = CustomModel(opt, logger)
-        model.eval()
-        net = model.BaseNet
+        net = build_student(opt).eval()
         loader = DataLoader(Subset(dataset, todo), batch_size=opt.bs, shuffle=False,
                             num_workers=opt.num_workers, drop_last=False)
         for batch in tqdm(loader, desc="pseudo labels"):

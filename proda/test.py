@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from proda import engine, tta
 from proda.data import find_dataset_using_name
-from proda.models.adaptation_modelv2 import CustomModel
+from proda.models.builders import build_student
 from proda.utils import atomic_write, get_device
 
 
@@ -54,9 +54,7 @@ def test(opt: argparse.Namespace, logger: logging.Logger) -> dict:
     device = get_device(opt.device)
     dataset = find_dataset_using_name(opt.tgt_dataset)(opt, logger, augmentations=None, split="val")
     loader = DataLoader(dataset, batch_size=opt.bs, shuffle=False, num_workers=opt.num_workers)
-    model = CustomModel(opt, logger)
-    model.eval()
-    net = tta.build_tta(model.BaseNet, opt.tta, lr=opt.tta_lr, steps=opt.tta_steps,
+    net = tta.build_tta(build_student(opt).eval(), opt.tta, lr=opt.tta_lr, steps=opt.tta_steps,
                         episodic=opt.tta_episodic, bn_stats=opt.tta_bn_stats, optim=opt.tta_optim)
     stream = tta.StreamRecord(opt.n_class)
     writer = prediction_writer(opt.save_pred, dataset.decode_segmap) if opt.save_pred else None

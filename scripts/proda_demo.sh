@@ -4,7 +4,7 @@
 #   bash scripts/proda_demo.sh
 #
 # 1. synthetic data (once): a GTA5-style source set and a Cityscapes-style target set,
-#    128x64, under demo/data (python -m proda.data.synthetic)
+#    128x64, under demo/data (python -m proda.demo.synthetic)
 # 2. source-only training from random weights            (configs/demo/src_only.py)
 # 3. adversarial warm-up from the source-only model      (configs/demo/gta2city_warmup.py)
 # 4. the stand-in for the SimCLR backbone: the source-only backbone (scripts/proda_demo_backbone.py)
@@ -23,7 +23,7 @@ mapfile -t COMMON < <(common_args)
 START=$SECONDS
 
 step "[demo 1/6] synthetic source (GTA5 layout) and target (Cityscapes layout) data -> demo/data"
-run "$PYTHON" -m proda.data.synthetic --out demo/data --size 128,64 \
+run "$PYTHON" -m proda.demo.synthetic --out demo/data --size 128,64 \
   --n_source 200 --n_target_train 100 --n_target_val 50 --seed 0
 
 # Train one demo config (resumes / returns at once when finished); prints its best checkpoint.

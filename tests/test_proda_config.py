@@ -11,7 +11,7 @@ import scipy.io as sio
 from PIL import Image
 
 from proda.config import Config, ConfigError
-from proda.data import synthetic
+from proda.demo import synthetic
 from proda.options import parse_opt
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import default_collate
 
-from benchmarks.proto_loops import (loop_distance, loop_full_to_weak, loop_mean_vectors, loop_one_hot,
-                                   loop_strong_transform, loop_update)
+from reference_loops import (loop_distance, loop_full_to_weak, loop_mean_vectors, loop_one_hot, loop_strong_transform,
+                             loop_update)
 from proda.data.augmentations import Compose, RandomCrop, RandomHorizontallyFlip, RandomSized
 from proda.data.randaugment import GEOMETRIC, UNSET, RandAugmentMC, affine_sample, fixmatch_augment_pool
-from proda.models.adaptation_modelv2 import (class_mean_vectors, full_to_weak, one_hot_labels,
-                                             prototype_distance, strong_transform, update_prototypes)
+from proda.data.replay import full_to_weak, strong_transform
+from proda.models.prototypes import class_mean_vectors, one_hot_labels, prototype_distance, update_prototypes
 
 K = 5  # classes
 

@@ -15,7 +15,8 @@ from torch.utils.data import default_collate
 
 from proda.data.randaugment import RandAugmentMC
 from proda.engine import OptionError
-from proda.models.adaptation_modelv2 import CustomModel, batchnorm_class
+from proda.models.adaptation_modelv2 import CustomModel
+from proda.models.builders import batchnorm_class
 from proda.models.deeplabv2 import ASPP_DILATIONS, Deeplab
 from proda.models.discriminator import FCDiscriminator
 from proda.models.utils import PolynomialLR, cross_entropy2d, freeze_bn, get_scheduler, is_batchnorm
@@ -69,7 +70,7 @@ def changed(before, net, names):
 
 def saved_checkpoint(tmp_path, **flags):
     """A reference-format checkpoint of a tiny model, written to tmp_path."""
-    model = CustomModel(make_opt(*flags.get("argv", [])), LOG)
+    model = CustomModel(make_opt("--stage", "src_only", *flags.get("argv", [])), LOG)
     path = str(tmp_path / "from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl")
     atomic_save(model.reference_checkpoint(iters=7, best_iou=0.25), path)
     return path, model
@@ -229,7 +230,7 @@ def test_cross_entropy2d_ignores_250_and_averages():
 
 
 def test_rce_and_regular_loss_follow_their_definitions_and_ignore_250():
-    model = CustomModel(make_opt("--regular_type", "MRENT"), LOG)
+    model = CustomModel(make_opt("--stage", "src_only", "--regular_type", "MRENT"), LOG)
     logits = torch.randn(2, N_CLASS, 5, 6)
     labels = torch.randint(0, N_CLASS, (2, 5, 6))
     labels[1] = 250
@@ -360,11 +361,10 @@ def test_stage1_step_updates_student_ema_and_prototypes(s_pseudo):
     assert torch.equal(model.objective_vectors[~updated], protos[~updated])
 
 
-def test_stage1_without_ema_is_an_option_error_at_the_first_step():
-    model = CustomModel(make_opt("--stage", "stage1"), LOG)  # entry points build it this way for inference
-    images, labels, params = batch()
+def test_stage1_without_ema_is_an_option_error_at_construction():
     with pytest.raises(OptionError, match="--proto_consistW > 0.*--ema"):
-        model.step(images, labels, images, images, params, labels, None, images, weak_params())
+        CustomModel(make_opt("--stage", "stage1"), LOG)  # checked once, not in every step
+    CustomModel(make_opt("--stage", "stage2"), LOG)  # other stages do not need the EMA network
     with pytest.raises(OptionError, match="--ema_bn together with --bn_clr"):
         CustomModel(make_opt("--stage", "stage1", "--ema", "--ema_bn"), LOG)
 

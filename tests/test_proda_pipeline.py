@@ -17,7 +17,7 @@ from PIL import Image
 
 from proda import calc_prototype, generate_pseudo_label, test, train
 from proda.data import find_dataset_using_name
-from proda.data.synthetic import generate
+from proda.demo.synthetic import generate
 from proda.models.deeplabv2 import Deeplab
 from proda.options import parse_opt
 

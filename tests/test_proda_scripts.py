@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from proda.data.synthetic import generate
+from proda.demo.synthetic import generate
 from proda.models.deeplabv2 import Deeplab
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -113,7 +113,7 @@ def test_image_miou_and_the_stream_plot(tmp_path):
 @pytest.fixture(scope="module")
 def target_tree(tmp_path_factory):
     """Two tiny Cityscapes-style val images and a reference-format checkpoint of the tiny net."""
-    from proda.data.synthetic import generate
+    from proda.demo.synthetic import generate
     root = tmp_path_factory.mktemp("tta")
     generate(str(root / "data"), n_source=1, n_target_train=1, n_target_val=2, size=(64, 32), seed=0)
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ Not run on its own. The demo stage files inherit the REAL stage config first and
 second, so they run the reference recipe with only demo-scale settings changed: a tiny
 backbone, 128x64 images, a few hundred iterations, learning rates for that short schedule,
 and no pretrained weights. scripts/proda_demo.sh runs everything; data come from
-`python -m proda.data.synthetic --out demo/data --size 128,64`.
+`python -m proda.demo.synthetic --out demo/data --size 128,64`.
 
 Every relative path below (data, logs, pseudo labels, checkpoints) is under --root demo/.
 """

@@ -15,7 +15,6 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.utils.data
 
 from proda.data.augmentations import Compose, RandomCrop, RandomHorizontallyFlip, RandomSized
@@ -25,6 +24,7 @@ from proda.data.DataProvider import DataProvider
 from proda.data.gta5_dataset import GTA5_loader
 from proda.data.randaugment import RandAugmentMC, affine_sample
 from proda.data.synthia_dataset import Synthia_loader
+from proda.distributed import in_process_group
 from proda.resume import SOURCE_STREAM, TARGET_STREAM, SeededItems, seeded_loader_kwargs
 
 __all__ = ["create_dataset", "find_dataset_using_name", "get_composed_augmentations", "worker_init_fn",
@@ -61,16 +61,11 @@ def worker_init_fn(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-def is_distributed() -> bool:
-    """True inside an initialised torch.distributed process group."""
-    return dist.is_available() and dist.is_initialized()
-
-
 def loader_kwargs(opt: Any, dataset: torch.utils.data.Dataset, shuffle: bool, drop_last: bool,
                   train: bool) -> Dict[str, Any]:
     """DataLoader arguments; training loaders of a distributed run get a DistributedSampler."""
     sampler = None
-    if train and is_distributed():
+    if train and in_process_group():  # shards even a one-process group, as torchrun would
         sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, seed=opt.seed, drop_last=drop_last)
     return dict(batch_size=opt.bs, shuffle=shuffle and sampler is None, sampler=sampler,
                 num_workers=int(opt.num_workers), drop_last=drop_last,
@@ -117,8 +112,8 @@ class CustomDatasetDataLoader:
             SeededItems(self.target_train),
             **resumable_loader_kwargs(opt, self.target_train, not opt.noshuffle, not opt.no_droplast, TARGET_STREAM))
 
-        self.source_valid = None
-        self.source_valid_loader = None
+        self.source_valid = None         # compatibility: the reference's slots for a source val split,
+        self.source_valid_loader = None  # always None there too; nothing in proda/ reads them
         self.target_valid = target_cls(opt, logger, augmentations=None, split="val")
         self.logger.info("%s target_valid dataset has been created", type(self.target_valid).__name__)
         self.target_valid_loader = torch.utils.data.DataLoader(

@@ -79,9 +79,8 @@ def normalize_image(img: Any, mean: np.ndarray) -> torch.Tensor:
 class BaseDataset(data.Dataset, ABC):
     """Common state and item building of the Cityscapes, GTA5 and SYNTHIA loaders."""
 
-    colors = PALETTE_19.astype(int).tolist()
-    label_colours = dict(zip(range(19), colors))
     mean_rgb = {"pascal": [103.939, 116.779, 123.68], "cityscapes": [0.0, 0.0, 0.0]}
+    CLASS_PIXEL_COUNTS: Optional[Sequence[int]] = None  # the reference's per-class pixel counts, where it has them
 
     def __init__(self, opt: Any, logger: Optional[logging.Logger], augmentations: Any,
                  valid_classes: Sequence[int], class_names: Sequence[str], img_size: Sequence[int]) -> None:
@@ -152,3 +151,13 @@ class BaseDataset(data.Dataset, ABC):
         self.logger.info("Found %d %s images", count, what)
 
     download_hint = "see the data section of README.md"
+
+    # ---------------------------------------------------------------- compatibility
+    # The reference's names, for its callers; nothing in proda/ uses them (decode_segmap is the palette).
+
+    colors = PALETTE_19.astype(int).tolist()
+    label_colours = dict(zip(range(19), colors))
+
+    def get_cls_num_list(self) -> Optional[np.ndarray]:
+        """The reference's pixel count per class of this dataset (None where it has none, as for SYNTHIA)."""
+        return None if self.CLASS_PIXEL_COUNTS is None else np.array(self.CLASS_PIXEL_COUNTS)

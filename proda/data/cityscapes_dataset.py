@@ -47,6 +47,9 @@ class Cityscapes_loader(BaseDataset):
     """Cityscapes images and labels (19 / 16 / 13 classes) with saved pseudo labels for training."""
 
     download_hint = DOWNLOAD_HINT
+    CLASS_PIXEL_COUNTS = (1557726944, 254364912, 673500400, 18431664, 14431392, 29361440, 7038112,  # train split
+                          7352368, 477239920, 40134240, 211669120, 36057968, 865184, 264786464,
+                          17128544, 2385680, 943312, 504112, 2174560)
 
     def __init__(self, opt: Any, logger: Optional[logging.Logger], augmentations: Any = None,
                  split: str = "train") -> None:
@@ -121,9 +124,3 @@ class Cityscapes_loader(BaseDataset):
                                    f"the label {path} has {lp.shape} ({self._pseudo_hint(soft=False)})")
             lp[conf <= self.opt.threshold] = IGNORE_INDEX
         return resize_label(lp, self.img_size), None
-
-    def get_cls_num_list(self) -> np.ndarray:
-        """Pixel count per class on Cityscapes train (the reference's table)."""
-        return np.array([1557726944, 254364912, 673500400, 18431664, 14431392, 29361440, 7038112,
-                         7352368, 477239920, 40134240, 211669120, 36057968, 865184, 264786464,
-                         17128544, 2385680, 943312, 504112, 2174560])

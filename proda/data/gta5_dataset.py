@@ -39,6 +39,9 @@ class GTA5_loader(BaseDataset):
     """GTA5 images and labels mapped to the 19 Cityscapes train ids."""
 
     download_hint = DOWNLOAD_HINT
+    CLASS_PIXEL_COUNTS = (16139327127, 4158369631, 8495419275, 927064742, 318109335, 532432540,
+                          67453231, 40526481, 3818867486, 1081467674, 6800402117, 182228033,
+                          15360044, 1265024472, 567736474, 184854135, 32542442, 15832619, 2721193)
 
     def __init__(self, opt: Any, logger: Optional[logging.Logger], augmentations: Any = None) -> None:
         super().__init__(opt, logger, augmentations, VALID_CLASSES[19], CLASS_NAMES[19],
@@ -67,9 +70,3 @@ class GTA5_loader(BaseDataset):
         img = self.load_image(img_path)
         lbl = self.encode_segmap(resize_label(np.asarray(Image.open(lbl_path), dtype=np.uint8), self.img_size))
         return self.make_item(img, lbl, img_path)
-
-    def get_cls_num_list(self) -> np.ndarray:
-        """Pixel count per class on GTA5 (the reference's table)."""
-        return np.array([16139327127, 4158369631, 8495419275, 927064742, 318109335, 532432540,
-                         67453231, 40526481, 3818867486, 1081467674, 6800402117, 182228033,
-                         15360044, 1265024472, 567736474, 184854135, 32542442, 15832619, 2721193])

@@ -80,7 +80,3 @@ class Synthia_loader(BaseDataset):
         img = self.load_image(img_path)
         lbl = self.encode_segmap(resize_label(read_class_channel(lbl_path), self.img_size))
         return self.make_item(img, lbl, img_path)
-
-    def get_cls_num_list(self) -> None:
-        """No class statistics for SYNTHIA (as the reference)."""
-        return None

@@ -1,39 +1,19 @@
-"""Losses, the poly learning-rate schedule and batch-norm freezing shared by ProDA's models.
+"""The poly learning-rate schedule and batch-norm freezing shared by ProDA's models.
 
-Mirrors the reference `models/utils.py`; the vendored SynchronizedBatchNorm is replaced by
-torch's own `nn.SyncBatchNorm`, which `freeze_bn` recognises by its class name like any other
-batch norm.
+Mirrors the reference `models/utils.py`, which also holds `cross_entropy2d`: it lives in
+`losses.py` with ProDA's other losses and is importable from here as well. The vendored
+SynchronizedBatchNorm is replaced by torch's own `nn.SyncBatchNorm`, which `freeze_bn`
+recognises by its class name like any other batch norm.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.optim.lr_scheduler import LRScheduler
 
-from proda.utils import IGNORE_INDEX
-
-
-def cross_entropy2d(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor] = None,
-                    size_average: Optional[bool] = True, softmax_used: bool = False,
-                    reduction: str = "mean", cls_num_list: Any = None) -> torch.Tensor:
-    """Pixel-wise cross entropy of N x C x H x W logits against N x H x W labels, ignoring 250.
-
-    As in the reference, the legacy `size_average` flag wins over `reduction` (torch's rule for
-    the two together): with the default size_average=True the loss is always the mean over
-    labelled pixels, whatever `reduction` says. `cls_num_list` is accepted and unused, as there.
-    """
-    n, c, h, w = input.size()
-    nt, ht, wt = target.size()
-    if h != ht or w != wt:
-        raise NotImplementedError("sizes of input and label are not consistent")
-    if size_average is not None:
-        reduction = "mean" if size_average else "sum"
-    if softmax_used:
-        return F.nll_loss(input, target, weight=weight, ignore_index=IGNORE_INDEX, reduction=reduction)
-    return F.cross_entropy(input, target, weight=weight, ignore_index=IGNORE_INDEX, reduction=reduction)
+from proda.models.losses import cross_entropy2d  # noqa: F401  (the reference keeps it here)
 
 
 class PolynomialLR(LRScheduler):

@@ -25,7 +25,7 @@ Geometry stays informative across domains (sky is up, road is down the middle), 
 source-only model is partly right on the target and its confidence tracks its accuracy,
 which is what self-training with pseudo labels needs.
 
-    python -m proda.data.synthetic --out demo/data --n_source 200 --n_target_train 200 \\
+    python -m proda.demo.synthetic --out demo/data --n_source 200 --n_target_train 200 \\
         --n_target_val 60 --size 256,128 --seed 0
 """
 from __future__ import annotations
@@ -428,7 +428,7 @@ def _size(text: str) -> Tuple[int, int]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Command line: python -m proda.data.synthetic --out demo/data [...]"""
+    """Command line: python -m proda.demo.synthetic --out demo/data [...]"""
     p = argparse.ArgumentParser(description="Write the synthetic GTA5-style source and Cityscapes-style target sets.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (gets GTA5/ and cityscapes/)")

@@ -1,8 +1,9 @@
 """Per-class loop versions of ProDA's prototype operations, in the reference's form.
 
-The baseline that benchmarks/proda_proto_bench.py times the vectorised operations of
-proda/models/adaptation_modelv2.py against, and the oracle tests/test_proda_model_protos.py
-checks them with. Kept out of the package on purpose: nothing in training uses them.
+The oracle tests/test_proda_model_protos.py checks the vectorised operations of
+proda/models/prototypes.py and proda/data/replay.py with, and the baseline that
+benchmarks/proda_proto_bench.py times them against. Kept out of the package on purpose:
+nothing in training uses them.
 """
 from __future__ import annotations
 

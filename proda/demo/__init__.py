@@ -1,0 +1,3 @@
+"""The offline demo's own code: synthetic street scenes in the GTA5 and Cityscapes layouts
+(`python -m proda.demo.synthetic`), so that every ProDA stage runs without a download.
+The real datasets' loaders are in proda/data/."""
