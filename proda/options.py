@@ -41,10 +41,17 @@ def _layers(text: str) -> List[int]:
     return blocks
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse reporting a bad flag in one line (exit 2), not the usage text plus the message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Exit 2 with one line naming the flag."""
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
 def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
     """The shared parser: reference flags and defaults first, additions marked as such."""
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", type=str, default=None,
                    help="Python config file of option assignments (see configs/); flags given on the command line override it")
 

@@ -223,6 +223,19 @@ def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
     logger.info("finished %s after %d iterations; best mIoU %.2f%%", opt.stage, model.iter, model.best_iou * 100)
 
 
+def log_losses(model: CustomModel, opt: argparse.Namespace, losses: Dict[str, float], epoch: int,
+               time_meter: averageMeter, logger: logging.Logger, writer: Optional["SummaryWriter"]) -> None:
+    """The reference's progress line, and the losses and learning rates for tensorboard."""
+    i = model.iter
+    text = "  ".join(f"{k}: {v:.4f}" for k, v in losses.items())
+    logger.info("Epochs [%d/%d] Iter [%d/%d]  %s Time/Image: %.4f", epoch + 1, opt.epochs, i + 1,
+                opt.train_iters, text, time_meter.avg / opt.bs)
+    time_meter.reset()
+    if writer is not None:
+        for k, v in {**losses, **learning_rates(model)}.items():
+            writer.add_scalar(k if "/" in k else f"train/{k}", v, i)
+
+
 def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total: int, inputs: dict,
                    logger: logging.Logger, device: torch.device) -> None:
     """Iterations model.iter+1 .. total; an epoch resumed mid-way starts at its next unseen batch."""
@@ -232,45 +245,42 @@ def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total:
     time_meter = averageMeter()
     validated_at = -1
     progress = tqdm(total=total, initial=model.iter, desc=opt.stage, disable=not engine.is_main_process())
-    while model.iter < total:
-        epoch = model.iter // len(loader)
-        datasets.set_epoch(epoch, skip_batches=model.iter - epoch * len(loader))
-        for target in loader:
-            source = datasets.source_train_loader.next()
-            model.iter += 1
-            i = model.iter
-            start = time.time()
-            model.train(logger=logger)
-            if opt.freeze_bn:
-                model.freeze_bn_apply()
-            model.optimizer_zerograd()
-            losses = train_step(model, opt, source, target, device)
-            time_meter.update(time.time() - start)
-            progress.update(1)
+    try:
+        while model.iter < total:
+            epoch = model.iter // len(loader)
+            datasets.set_epoch(epoch, skip_batches=model.iter - epoch * len(loader))
+            for target in loader:
+                source = datasets.source_train_loader.next()
+                model.iter += 1
+                i = model.iter
+                start = time.time()
+                model.train(logger=logger)
+                if opt.freeze_bn:
+                    model.freeze_bn_apply()
+                model.optimizer_zerograd()
+                losses = train_step(model, opt, source, target, device)
+                time_meter.update(time.time() - start)
+                progress.update(1)
 
-            if (i + 1) % opt.print_interval == 0:  # the reference's off-by-one, kept
-                text = "  ".join(f"{k}: {v:.4f}" for k, v in losses.items())
-                logger.info("Epochs [%d/%d] Iter [%d/%d]  %s Time/Image: %.4f", epoch + 1, opt.epochs, i + 1,
-                            opt.train_iters, text, time_meter.avg / opt.bs)
-                time_meter.reset()
-                if writer is not None:
-                    for k, v in {**losses, **learning_rates(model)}.items():
-                        writer.add_scalar(k if "/" in k else f"train/{k}", v, i)
-                    log_pseudo_labels(writer, target, decode_segmap, i)
+                if (i + 1) % opt.print_interval == 0:  # the reference's off-by-one, kept
+                    log_losses(model, opt, losses, epoch, time_meter, logger, writer)
+                    if writer is not None:
+                        log_pseudo_labels(writer, target, decode_segmap, i)
 
-            iou = None
-            if (i + 1) % opt.val_interval == 0:
-                iou = validation(model, datasets, opt, logger, writer, device)
-                validated_at = model.iter
-            model.scheduler_step()
-            if validated_at == model.iter:
-                checkpoint_after_validation(model, datasets, opt, iou, inputs, logger)
-            if model.iter >= total:
-                break
-    progress.close()
-    if validated_at != model.iter:  # evaluate and checkpoint the final model as well
-        iou = validation(model, datasets, opt, logger, writer, device)
-        checkpoint_after_validation(model, datasets, opt, iou, inputs, logger)
+                iou = None
+                if (i + 1) % opt.val_interval == 0:
+                    iou = validation(model, datasets, opt, logger, writer, device)
+                    validated_at = model.iter
+                model.scheduler_step()
+                if validated_at == model.iter:
+                    checkpoint_after_validation(model, datasets, opt, iou, inputs, logger)
+                if model.iter >= total:
+                    break
+        if validated_at != model.iter:  # evaluate and checkpoint the final model as well
+            iou = validation(model, datasets, opt, logger, writer, device)
+            checkpoint_after_validation(model, datasets, opt, iou, inputs, logger)
+    finally:  # closed before any message: the bar must not be the last line on the console
+        progress.close()
     if writer is not None:
         writer.close()
 

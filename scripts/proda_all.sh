@@ -11,9 +11,10 @@ source "$HERE/proda_lib.sh"
 case "${WARMUP:-pretrained}" in
   pretrained) ;;
   train)
-    mapfile -t COMMON < <(common_args)
+    need_cfg warmup
+    capture COMMON common_args
     ARGS=(--config "$(cfg warmup)" "${COMMON[@]}")
-    mapfile -t LOGDIR < <(logdir_args "${ARGS[@]}")
+    capture LOGDIR logdir_args "${ARGS[@]}"
     ARGS+=("${LOGDIR[@]}")
     WARMUP_CKPT="$(opt_path "$BEST_CKPT" "${ARGS[@]}")"
     step "[warm-up] adversarial warm-up -> $WARMUP_CKPT"

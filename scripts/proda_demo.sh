@@ -19,7 +19,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export SRC=gta5 CFG_DIR="$(dirname "$HERE")/configs/demo"
 source "$HERE/proda_lib.sh"
 cd "$REPO"  # the demo configs' paths are under demo/ in the repository
-mapfile -t COMMON < <(common_args)
+need_cfg warmup stage1 stage2 stage3 base
+capture COMMON common_args
 START=$SECONDS
 
 step "[demo 1/6] synthetic source (GTA5 layout) and target (Cityscapes layout) data -> demo/data"

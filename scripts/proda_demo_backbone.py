@@ -11,11 +11,12 @@ norm (bn_pretrain) are left out, so they start fresh, as they do from SimCLR wei
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Dict
 
 import torch
 
-from proda.utils import atomic_save, load_checkpoint
+from proda.utils import TRUST_FLAG, CheckpointError, atomic_save, load_checkpoint, set_trust_checkpoint
 
 NOT_BACKBONE = ("layer5.", "bn_pretrain.")  # ProDA's head and the SimCLR batch norm
 
@@ -31,9 +32,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", help="a ProDA checkpoint (e.g. the demo's source-only best model)")
     parser.add_argument("out", help="output file, {'state_dict': ...} as --simclr_path expects")
+    parser.add_argument(TRUST_FLAG, action="store_true",
+                        help="also load a checkpoint that pickles arbitrary objects: it can run any code, "
+                             "so only for a file from a source you trust")
     args = parser.parse_args()
-    state = backbone_state(load_checkpoint(args.checkpoint, what="checkpoint"))
-    atomic_save({"state_dict": state}, args.out)
+    set_trust_checkpoint(args.trust_checkpoint)
+    try:
+        checkpoint = load_checkpoint(args.checkpoint, what="checkpoint")
+        try:
+            state = backbone_state(checkpoint)
+        except (KeyError, TypeError):
+            raise CheckpointError(f"{args.checkpoint} is not a ProDA checkpoint (no ['ResNet101']['model_state'])")
+        atomic_save({"state_dict": state}, args.out)
+    except (CheckpointError, OSError) as err:
+        sys.exit(f"{parser.prog}: error: {err}")
     print(f"wrote {len(state)} backbone tensors of {args.checkpoint} to {args.out}")
 
 

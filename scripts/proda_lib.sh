@@ -16,6 +16,9 @@
 #   PYTHON       interpreter (default python)
 # Relative paths are taken from the current directory, as the configs' own paths are (the ones
 # given here are made absolute, so a config's --root does not apply to them).
+# Every error stops the script with its message: the scripts run under `set -euo pipefail`,
+# and nothing that can fail runs where bash would ignore its status (inside an argument's
+# $(...) or a `< <(...)`): configs are checked with need_cfg, and outputs are read with capture.
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"  # `python -m proda.*` without installing
@@ -29,14 +32,32 @@ case "$SRC" in
 esac
 read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
 
-# Path of a stage's config file, e.g. `cfg stage1` -> configs/gta2city_stage1.py.
-cfg() {
-  local file="$CFG_DIR/${PREFIX}_$1.py"
-  if [[ ! -f "$file" ]]; then
-    echo "error: config $file not found (CFG_DIR=$CFG_DIR, SRC=$SRC)" >&2
-    exit 2
+# Path of a stage's config file, e.g. `cfg stage1` -> configs/gta2city_stage1.py (checked by need_cfg).
+cfg() { echo "$CFG_DIR/${PREFIX}_$1.py"; }
+
+# Stop the script, in its own shell, when a stage's config file is missing. Usage: need_cfg STAGE...
+need_cfg() {
+  local stage file
+  for stage in "$@"; do
+    file="$(cfg "$stage")"
+    if [[ ! -f "$file" ]]; then
+      echo "error: config $file not found (CFG_DIR=$CFG_DIR, SRC=$SRC)" >&2
+      exit 2
+    fi
+  done
+}
+
+# Read the output lines of a command into the array VAR; a failing command stops the script
+# (`mapfile < <(cmd)` would ignore its status). Usage: capture VAR cmd [args...]
+capture() {
+  local __name="$1" __out
+  shift
+  __out="$("$@")" || exit $?
+  if [[ -n "$__out" ]]; then
+    mapfile -t "$__name" <<< "$__out"
+  else
+    eval "$__name=()"
   fi
-  echo "$file"
 }
 
 # Absolute form of a path (the file need not exist).
@@ -55,13 +76,21 @@ common_args() {
 # Print a Python expression over the options that `args...` resolve to (defaults < config
 # < flags, --root applied), as the entry points resolve them.
 # Usage: opt_eval EXPR --config FILE [flags...]; `o` is the options namespace.
+# The helpers of proda.manifest (pseudo_labels_done, prototypes_done) may be called too; their
+# refusals (outputs of other inputs) are printed as one line and stop the script.
 opt_eval() {
   local expr="$1"; shift
   "$PYTHON" - "$expr" "$@" <<'PY'
 import os, sys
 from proda.options import parse_opt
+from proda.manifest import pseudo_labels_done, prototypes_done
+from proda.utils import CheckpointError, OptionError
 o = parse_opt(sys.argv[2:])
-print(eval(sys.argv[1], {"o": o, "os": os}))
+try:
+    print(eval(sys.argv[1], {"o": o, "os": os, "pseudo_labels_done": pseudo_labels_done,
+                             "prototypes_done": prototypes_done}))
+except (OptionError, CheckpointError, OSError) as err:
+    sys.exit(f"error: {err}")
 PY
 }
 
@@ -77,7 +106,7 @@ PROTOTYPE_FILE='os.path.join(os.path.dirname(o.resume_path), f"prototypes_on_{o.
 logdir_args() {
   [[ -z "${LOG_DIR:-}" ]] && return 0
   local name
-  name="$(opt_eval o.name "$@")"
+  name="$(opt_eval o.name "$@")" || return
   printf '%s\n' --logdir "$(abspath "$LOG_DIR")/$name"
 }
 
@@ -112,9 +141,9 @@ run_train() {
   fi
 }
 
-# True when `output` exists and is newer than the checkpoint it was computed from; stops with
-# a clear message when it is older (made from an earlier model: delete `stale` to recompute).
-# Usage: up_to_date OUTPUT SOURCE_CHECKPOINT STALE_PATH
+# For the demo's derived files without a manifest (a backbone, a results file): true when
+# `output` exists and is newer than the checkpoint it was computed from; stops with a clear
+# message when it is older (delete `stale` to recompute). Usage: up_to_date OUTPUT SOURCE STALE
 up_to_date() {
   local output="$1" source="$2" stale="$3"
   [[ -e "$output" ]] || return 1
@@ -142,10 +171,13 @@ pseudo_labels() {
   local args=("$@")
   [[ -n "${PSEUDO_DIR:-}" ]] && args+=(--save_path "$(abspath "$PSEUDO_DIR")")
   args+=(--resume_path "$ckpt")
+  local done
   PSEUDO_OUT="$(opt_path "$PSEUDO_FOLDER" "${args[@]}")"
   step "$heading -> $PSEUDO_OUT"
-  if up_to_date "$PSEUDO_OUT/.complete" "$ckpt" "$PSEUDO_OUT"; then
-    echo "    skipped: $PSEUDO_OUT/.complete exists"
+  # complete and made from this checkpoint and these options (else: refused, or not done)
+  done="$(opt_eval "pseudo_labels_done(o, $PSEUDO_FOLDER, '.complete')" "${args[@]}")"
+  if [[ "$done" == True ]]; then
+    echo "    skipped: $PSEUDO_OUT is complete and made from $ckpt"
     return 0
   fi
   run "$PYTHON" -m proda.generate_pseudo_label "${args[@]}"
@@ -157,12 +189,14 @@ pseudo_labels() {
 distill_stage() {
   local n="$1" prev="$2" override="$3" teacher best
   local common prev_args train_args logdir
-  mapfile -t common < <(common_args)
+  need_cfg "stage${n}_pseudo" "stage$n"
+  capture common common_args
   if [[ -n "$override" ]]; then
     teacher="$(abspath "$override")"
   else
+    need_cfg "$prev"
     prev_args=(--config "$(cfg "$prev")" "${common[@]}")
-    mapfile -t logdir < <(logdir_args "${prev_args[@]}")
+    capture logdir logdir_args "${prev_args[@]}"
     teacher="$(opt_path "$BEST_CKPT" "${prev_args[@]}" "${logdir[@]}")"
   fi
   require_file "$teacher" "the $prev model: run scripts/proda_$prev.sh, or set ${prev^^}_CKPT to the released one"
@@ -172,7 +206,7 @@ distill_stage() {
     --config "$(cfg "stage${n}_pseudo")" "${common[@]}"
 
   train_args=(--config "$(cfg "stage$n")" "${common[@]}")
-  mapfile -t logdir < <(logdir_args "${train_args[@]}")
+  capture logdir logdir_args "${train_args[@]}"
   train_args+=("${logdir[@]}" --resume_path "$teacher" --path_LP "$PSEUDO_OUT")
   [[ -n "${SIMCLR_CKPT:-}" ]] && train_args+=(--simclr_path "$(abspath "$SIMCLR_CKPT")")
   best="$(opt_path "$BEST_CKPT" "${train_args[@]}")"

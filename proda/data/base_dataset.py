@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from abc import ABC, abstractmethod
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -48,6 +49,21 @@ def require_path(path: str, what: str, hint: str, is_dir: bool = False) -> str:
     if not exists:
         raise DatasetError(f"{what} not found: {path} ({hint})")
     return path
+
+
+def read_file(path: str, what: str, hint: str, reader: Callable[[str], Any]) -> Any:
+    """reader(path) for an existing file; a truncated or corrupt one is one DatasetError naming it."""
+    require_path(path, what, hint)
+    try:
+        return reader(path)
+    except (OSError, ValueError, EOFError, SyntaxError, pickle.UnpicklingError) as err:
+        raise DatasetError(f"{what} {path} is corrupt or unreadable ({' '.join(str(err).split())}); "
+                           f"replace or regenerate it ({hint})") from None
+
+
+def read_label_png(path: str, what: str, hint: str) -> np.ndarray:
+    """A label PNG fully decoded as uint8 (PIL decodes lazily: a truncated file fails here)."""
+    return read_file(path, what, hint, lambda p: np.asarray(Image.open(p), dtype=np.uint8))
 
 
 def resize_image(img: Image.Image, size: Tuple[int, int]) -> np.ndarray:
@@ -122,7 +138,7 @@ class BaseDataset(data.Dataset, ABC):
 
     def load_image(self, path: str) -> np.ndarray:
         """Read an RGB image and resize it to the loader's img_size."""
-        return resize_image(Image.open(require_path(path, "image", self.download_hint)), self.img_size)
+        return read_file(path, "image", self.download_hint, lambda p: resize_image(Image.open(p), self.img_size))
 
     def transform(self, img: Any, lbl: np.ndarray, lp: Optional[np.ndarray] = None,
                   check: bool = True) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:

@@ -12,9 +12,9 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
-from PIL import Image
 
-from proda.data.base_dataset import IGNORE_INDEX, BaseDataset, DatasetError, normalize_image, require_path, resize_label
+from proda.data.base_dataset import (IGNORE_INDEX, BaseDataset, DatasetError, normalize_image, read_file,
+                                     read_label_png, require_path, resize_label)
 
 IMG_SIZE = (2048, 1024)  # (W, H) of the reference
 
@@ -84,8 +84,8 @@ class Cityscapes_loader(BaseDataset):
         """Item dict: img, img_full, label, img_path [, img_strong, params, weak_params, lp | lpsoft]."""
         img_path = self.files[index].rstrip()
         img = self.load_image(img_path)
-        lbl_path = require_path(self.label_path(img_path), "Cityscapes label", DOWNLOAD_HINT)
-        lbl = self.encode_segmap(resize_label(np.asarray(Image.open(lbl_path), dtype=np.uint8), self.img_size))
+        lbl = read_label_png(self.label_path(img_path), "Cityscapes label", DOWNLOAD_HINT)
+        lbl = self.encode_segmap(resize_label(lbl, self.img_size))
         lp, lpsoft = self.load_pseudo(img_path) if self.uses_pseudo else (None, None)
         item = self.make_item(img, lbl, self.files[index], lp=lp, lpsoft=lpsoft)
         # without augmentation the weak view is the whole image, already normalised once
@@ -113,12 +113,12 @@ class Cityscapes_loader(BaseDataset):
         name = os.path.basename(img_path)
         if self.opt.proto_rectify:
             path = os.path.join(self.opt.path_soft, name.replace(".png", ".npy"))
-            return None, np.load(require_path(path, "soft pseudo labels", self._pseudo_hint(soft=True)))
-        path = require_path(os.path.join(self.opt.path_LP, name), "pseudo labels", self._pseudo_hint(soft=False))
-        lp = np.array(Image.open(path), dtype=np.uint8)
+            return None, read_file(path, "soft pseudo labels", self._pseudo_hint(soft=True), np.load)
+        path = os.path.join(self.opt.path_LP, name)
+        lp = np.array(read_label_png(path, "pseudo labels", self._pseudo_hint(soft=False)))
         if self.opt.threshold > 0:  # a threshold <= 0 ignores nothing: confidences are positive
             conf_path = os.path.join(self.opt.path_LP, name.replace(".png", "_conf.npy"))
-            conf = np.load(require_path(conf_path, "pseudo-label confidences", self._pseudo_hint(soft=False)))
+            conf = read_file(conf_path, "pseudo-label confidences", self._pseudo_hint(soft=False), np.load)
             if conf.shape != lp.shape:
                 raise DatasetError(f"pseudo-label confidences {conf_path} have shape {conf.shape}, "
                                    f"the label {path} has {lp.shape} ({self._pseudo_hint(soft=False)})")

@@ -12,9 +12,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import scipy.io
-from PIL import Image
 
-from proda.data.base_dataset import BaseDataset, DatasetError, require_path, resize_label
+from proda.data.base_dataset import BaseDataset, DatasetError, read_label_png, require_path, resize_label
 from proda.data.cityscapes_dataset import CLASS_NAMES, VALID_CLASSES
 
 IMG_SIZE = (1914, 1052)  # (W, H) of the reference
@@ -65,8 +64,9 @@ class GTA5_loader(BaseDataset):
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         """Item dict: img, label, img_path [, img_strong, params, weak_params]."""
-        lbl_path = require_path(self.ids[index], "GTA5 label", DOWNLOAD_HINT)
+        lbl_path = self.ids[index]
         img_path = os.path.join(self.image_base_path, os.path.basename(lbl_path))
+        lbl = read_label_png(lbl_path, "GTA5 label", DOWNLOAD_HINT)
         img = self.load_image(img_path)
-        lbl = self.encode_segmap(resize_label(np.asarray(Image.open(lbl_path), dtype=np.uint8), self.img_size))
+        lbl = self.encode_segmap(resize_label(lbl, self.img_size))
         return self.make_item(img, lbl, img_path)

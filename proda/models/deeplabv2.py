@@ -246,7 +246,7 @@ def restore(model: nn.Module, restore_from: str, num_classes: int) -> None:
                                  hint="a ProDA checkpoint, e.g. the released warm-up model")
     try:
         state = checkpoint["ResNet101"]["model_state"]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, IndexError):
         raise CheckpointError(f"{restore_from} is not a ProDA checkpoint (no ['ResNet101']['model_state'])") from None
     head = state.get("layer5.head.1.weight")
     if head is not None and head.shape[0] != num_classes:

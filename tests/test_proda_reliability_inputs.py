@@ -1,0 +1,216 @@
+"""Bad input ends in one clear line, never a traceback, and changes no existing file (issue 7).
+
+One parametrised row per bad option value, config file, output path, data file and
+checkpoint: the entry point exits with the expected status (2: bad option or config, found
+before any data or model is touched; 1: a bad file), its last stderr line is the message and
+names the culprit, no "Traceback" is printed, and every file that existed before is unchanged.
+"""
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from proda import calc_prototype, generate_pseudo_label, test, train
+from proda.data.synthetic import generate
+from proda.models.deeplabv2 import Deeplab
+
+CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"
+ENTRIES = {"train": train, "test": test, "gen": generate_pseudo_label, "proto": calc_prototype}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Tiny data, a genuine tiny checkpoint, an earlier run's files, and the shared flags."""
+    root = tmp_path_factory.mktemp("proda_inputs")
+    generate(str(root / "data"), n_source=2, n_target_train=2, n_target_val=1, size=(32, 16), seed=0)
+    net = Deeplab(nn.BatchNorm2d, num_classes=19, layers=[1, 1, 1, 1], init="random")
+    (root / "warmup").mkdir()
+    torch.save({"ResNet101": {"model_state": net.state_dict(), "objective_vectors": torch.zeros(19, 256)},
+                "iter": 1, "best_iou": 0.1}, root / "warmup" / CKPT.format("best"))
+    (root / "logs").mkdir()
+    (root / "logs" / "earlier.log").write_text("an earlier run's log\n")
+    (root / "a_file").write_text("not a folder\n")
+    return root
+
+
+def common(root, data="data"):
+    """Flags of a tiny CPU run on `root/data`."""
+    return ["--src_rootpath", str(root / data / "GTA5"), "--tgt_rootpath", str(root / data / "cityscapes"),
+            "--src_img_size", "32,16", "--tgt_img_size", "32,16", "--resize", "32", "--rcrop", "24,12",
+            "--backbone_layers", "1,1,1,1", "--bs", "1", "--num_workers", "0", "--bn", "bn", "--device", "cpu",
+            "--stage", "src_only", "--student_init", "random", "--logdir", str(root / "logs"),
+            "--resume_path", str(root / "warmup" / CKPT.format("best")), "--max_iters", "1"]
+
+
+def config(root, name, text):
+    """A config file with `text`; returns the --config flags."""
+    path = root / "cfg" / f"{name}.py"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+    return ["--config", str(path)]
+
+
+def truncate(path):
+    """Cut a file to half its size (a crash while copying the data)."""
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+
+
+def own_data(root, name):
+    """A private copy of the data for a row that corrupts it."""
+    shutil.copytree(root / "data", root / name)
+    return root / name
+
+
+def first(folder, suffix):
+    """First file (sorted) under `folder` ending in `suffix`: the one read first."""
+    return sorted(str(p) for p in folder.rglob(f"*{suffix}"))[0]
+
+
+def corrupt_image(root):
+    data = own_data(root, "data_img")
+    path = first(data / "cityscapes" / "leftImg8bit" / "train", ".png")
+    truncate(path)
+    return common(root, "data_img"), path
+
+
+def corrupt_label(root):
+    data = own_data(root, "data_lbl")
+    path = first(data / "GTA5" / "labels", ".png")
+    truncate(path)
+    return common(root, "data_lbl"), path
+
+
+def corrupt_soft_labels(root):
+    soft = root / "soft"
+    soft.mkdir()
+    for img in (root / "data" / "cityscapes" / "leftImg8bit" / "train").rglob("*.png"):
+        np.save(soft / img.name.replace(".png", ".npy"), np.full((19, 2, 4), 1 / 19, np.float32))
+        truncate(soft / img.name.replace(".png", ".npy"))
+    args = common(root) + ["--stage", "stage1", "--used_save_pseudo", "--proto_rectify", "--ema",
+                           "--path_soft", str(soft)]
+    return args, str(soft)
+
+
+def bad_checkpoint(root, kind):
+    path = root / f"bad_{kind}.pkl"
+    if kind == "truncated":
+        shutil.copy(root / "warmup" / CKPT.format("best"), path)
+        truncate(path)
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
+    elif kind == "folder":
+        path.mkdir()
+    return common(root) + ["--resume_path", str(path)], str(path)
+
+
+def corrupt_current(root):
+    logdir = root / "logs_current"
+    logdir.mkdir()
+    path = logdir / CKPT.format("current")
+    shutil.copy(root / "warmup" / CKPT.format("best"), path)
+    truncate(path)
+    return common(root) + ["--logdir", str(logdir)], str(path)
+
+
+def wrong_prototypes(root):
+    start = root / "proto_warmup"
+    start.mkdir()
+    shutil.copy(root / "warmup" / CKPT.format("best"), start / CKPT.format("best"))
+    torch.save(torch.zeros(7, 256), start / "prototypes_on_cityscapes_from_deeplabv2")
+    args = common(root) + ["--stage", "stage1", "--resume_path", str(start / CKPT.format("best")), "--ema",
+                           "--proto_rectify"]
+    return args, "prototypes_on_cityscapes_from_deeplabv2"
+
+
+def flag(*extra, entry="train", code=2, names=None):
+    """A row: flags appended to the common ones; the message must name `names` (default: the flag)."""
+    return (entry, lambda root: (common(root) + list(extra), names or extra[0]), code)
+
+
+def cfg_row(text, names, entry="train"):
+    """A row: a config file with `text`."""
+    return (entry, lambda root: (common(root) + config(root, str(abs(hash(text))), text), names), 2)
+
+
+ROWS = {
+    # options: exit 2 with the allowed range
+    "bs0": flag("--bs", "0"), "bs-3": flag("--bs", "-3"), "lr-1": flag("--lr", "-1"),
+    "max_iters-1": flag("--max_iters", "-1"), "val_interval0": flag("--val_interval", "0"),
+    "print_interval0": flag("--print_interval", "0"), "num_workers-1": flag("--num_workers", "-1"),
+    "rcrop0": flag("--rcrop", "0,0"), "resize0": flag("--resize", "0"), "device_foo": flag("--device", "foo"),
+    "n_class16_gta5": flag("--n_class", "16"), "hflip2": flag("--hflip", "2"),
+    "temperature0": flag("--proto_temperature", "0"), "epochs-1": flag("--epochs", "-1"),
+    "train_iters0": flag("--train_iters", "0"), "tgt_img_size0": flag("--tgt_img_size", "0,16"),
+    "threshold5": flag("--threshold", "5"), "momentum-0.1": flag("--proto_momentum", "-0.1"),
+    "seed-1": flag("--seed", "-1"), "bs_text": flag("--bs", "abc"), "rcrop_text": flag("--rcrop", "abc"),
+    "stage_foo": flag("--stage", "foo", names="--stage"), "layers0": flag("--backbone_layers", "0,1,1,1"),
+    "unknown_flag": flag("--no_such_flag", names="--no_such_flag"),
+    "test_bs0": flag("--bs", "0", entry="test"), "gen_device": flag("--device", "nonsense", entry="gen"),
+    "proto_lr": flag("--lr", "-5", entry="proto"),
+    # config files: exit 2 naming the file or the key
+    "cfg_name_error": cfg_row("lr = undefined_name\n", "NameError"),
+    "cfg_import_error": cfg_row("import no_such_module_xyz\n", "No module named"),
+    "cfg_zero_division": cfg_row("lr = 1 / 0\n", "ZeroDivisionError"),
+    "cfg_base_int": cfg_row("_base_ = 5\n", "_base_"),
+    "cfg_base_list_int": cfg_row("_base_ = [1]\n", "_base_"),
+    "cfg_syntax": cfg_row("lr = = 1\n", "not valid Python"),
+    "cfg_unknown_key": cfg_row("no_such_option = 1\n", "no_such_option"),
+    "cfg_wrong_type": cfg_row('bs = "two"\n', "'bs'"),
+    "cfg_bad_value": cfg_row("lr = -1.0\n", "--lr"),
+    "cfg_exit": cfg_row("raise SystemExit(3)\n", "SystemExit"),
+    "cfg_missing_base": cfg_row('_base_ = "absent.py"\n', "absent.py"),
+    "cfg_missing": ("train", lambda root: (common(root) + ["--config", str(root / "absent.py")], "absent.py"), 2),
+    # outputs that cannot be written: exit 2 before any work
+    "logdir_under_file": ("train", lambda root: (common(root) + ["--logdir", str(root / "a_file" / "logs")],
+                                                 "--logdir"), 2),
+    "save_path_under_file": ("gen", lambda root: (common(root) + ["--save_path", str(root / "a_file" / "P")],
+                                                  "--save_path"), 2),
+    "results_json_under_file": ("test", lambda root: (common(root) + ["--results_json",
+                                                                      str(root / "a_file" / "r.json")],
+                                                      "--results_json"), 2),
+    "save_pred_under_file": ("test", lambda root: (common(root) + ["--save_pred", str(root / "a_file" / "p")],
+                                                   "--save_pred"), 2),
+    # data files: exit 1 naming the file
+    "truncated_image": ("train", corrupt_image, 1),
+    "truncated_label": ("train", corrupt_label, 1),
+    "truncated_soft_npy": ("train", corrupt_soft_labels, 1),
+    "missing_data_root": ("train", lambda root: (common(root, "absent_data"), "absent_data"), 1),
+    "missing_soft_folder": ("train", lambda root: (common(root) + [
+        "--stage", "stage1", "--used_save_pseudo", "--proto_rectify", "--ema", "--path_soft",
+        str(root / "absent_soft")], "absent_soft"), 1),
+    # checkpoints: exit 1 naming the file
+    "truncated_checkpoint": ("train", lambda root: bad_checkpoint(root, "truncated"), 1),
+    "tensor_checkpoint": ("train", lambda root: bad_checkpoint(root, "tensor"), 1),
+    "folder_checkpoint": ("train", lambda root: bad_checkpoint(root, "folder"), 1),
+    "missing_checkpoint": ("test", lambda root: (common(root) + ["--resume_path", str(root / "absent.pkl")],
+                                                 "absent.pkl"), 1),
+    "truncated_current": ("train", corrupt_current, 1),
+    "prototypes_wrong_shape": ("train", wrong_prototypes, 2),
+}
+
+
+def snapshot(root):
+    """Size and modification time of every file under root (but the rows' own run logs, which
+    a run started in the same second appends to)."""
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith("run_")}
+
+
+@pytest.mark.parametrize("row", list(ROWS))
+def test_bad_input_ends_in_one_line(world, capsys, row):
+    entry, make, code = ROWS[row]
+    argv, names = make(world)
+    before = snapshot(world)
+    with pytest.raises(SystemExit) as exit_info:
+        ENTRIES[entry].main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == code, err[-2000:]
+    assert "Traceback" not in err
+    message = err.strip().splitlines()[-1]
+    assert "error" in message and names in message, err[-2000:]
+    after = snapshot(world)
+    assert {p: v for p, v in after.items() if p in before} == before
