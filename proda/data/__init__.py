@@ -1,6 +1,6 @@
 """ProDA data: the Cityscapes, GTA5 and SYNTHIA loaders, joint augmentations that record what
-they drew, RandAugment for the strong view, and `create_dataset`, which builds the source
-and target loaders of one training run.
+they drew, RandAugment for the strong view, the replays of those records on label maps
+(replay.py), and `create_dataset`, which builds the source and target loaders of one training run.
 
     datasets = create_dataset(opt, logger)
     for target in datasets.target_train_loader:       # one epoch over the target domain

@@ -25,10 +25,14 @@ from proda.models.steps import StageSteps
 from proda.models.utils import freeze_bn, freeze_bn_params, get_scheduler
 from proda.utils import CheckpointError, OptionError, get_device
 
-# compatibility: the vectorised operations stay importable from here, where they were before the split
-from proda.data.replay import full_to_weak, strong_transform  # noqa: E402,F401
-from proda.distributed import all_gather_rows  # noqa: E402,F401
-from proda.models.prototypes import class_mean_vectors, one_hot_labels, prototype_distance, update_prototypes  # noqa: E402,F401
+# compatibility: the module-level names defined here before the split stay importable from here
+from proda.data.replay import full_to_weak, per_sample, per_sample_tuples, strong_transform  # noqa: E402,F401
+from proda.distributed import all_gather_rows, is_distributed  # noqa: E402,F401
+from proda.models.ema import EMA_DECAY  # noqa: E402,F401
+from proda.models.prototypes import (FEAT_CHANNELS, MIN_CLASS_PIXELS, NEAR_PAIR_TOL, PROTO_COUNT_CAP,  # noqa: E402,F401
+                                     PROTO_MEAN_WARMUP, class_mean_vectors, exact_distance, occurrence_rank,
+                                     one_hot_labels, prototype_distance, rectification_weights, update_prototypes,
+                                     valid_vectors)
 
 
 def check_stage_options(opt: argparse.Namespace) -> None:
