@@ -69,12 +69,18 @@ STAGE3="$(opt_path "$BEST_CKPT" --config "$(cfg stage3)" "${COMMON[@]}")"
 step "[demo 6/6] target val mIoU of each stage's best model (test.py)"
 # stage-2/3 models carry the extra batch norm: load them as the README's test command does
 CLR="--bn_clr --student_init simclr"
-ROWS=("source-only|$SRC_ONLY|" "warm-up|$WARMUP|" "stage1|$STAGE1|" "stage2|$STAGE2|$CLR" "stage3|$STAGE3|$CLR")
+# test-time adaptation rows (docs/tta.md): tent's outputs come from the forward before its
+# update, so episodic tent takes several steps per image (with one it would equal norm)
+ROWS=("source-only|$SRC_ONLY|" "source-only + norm|$SRC_ONLY|--tta norm"
+      "source-only + tent (online)|$SRC_ONLY|--tta tent"
+      "source-only + tent (episodic)|$SRC_ONLY|--tta tent --tta_episodic --tta_steps 3 --bs 1"
+      "warm-up|$WARMUP|" "warm-up + tent (online)|$WARMUP|--tta tent"
+      "stage1|$STAGE1|" "stage2|$STAGE2|$CLR" "stage3|$STAGE3|$CLR")
 [[ -n "${ORACLE:-}" ]] && ROWS+=("oracle (target labels)|$ORACLE|")
 RESULTS=()
 for row in "${ROWS[@]}"; do
   IFS='|' read -r label ckpt flags <<< "$row"
-  json="$REPO/demo/results/${label%% *}.json"
+  json="$REPO/demo/results/$(tr -cs 'A-Za-z0-9-' '_' <<< "$label" | sed 's/_$//').json"
   if ! up_to_date "$json" "$ckpt" "$json"; then
     read -r -a flag_args <<< "$flags"
     run "$PYTHON" -m proda.test --config "$(cfg base)" "${COMMON[@]}" --name demo_test \
@@ -84,14 +90,15 @@ for row in "${ROWS[@]}"; do
 done
 
 echo
-echo "| stage | target mIoU (%) |"
-echo "| --- | ---: |"
+echo "| stage | target mIoU (%) | s / image (test) |"
+echo "| --- | ---: | ---: |"
 "$PYTHON" - "${RESULTS[@]}" <<'PY'
 import json, sys
 pairs = sys.argv[1:]
 for label, path in zip(pairs[::2], pairs[1::2]):
     with open(path) as f:
-        print(f"| {label} | {json.load(f)['mIoU']:.1f} |")
+        r = json.load(f)
+    print(f"| {label} | {r['mIoU']:.1f} | {r['seconds_per_image']:.3f} |")
 PY
 echo
 echo "demo finished in $(( (SECONDS - START) / 60 )) min $(( (SECONDS - START) % 60 )) s (this run; skipped steps cost nothing)"
