@@ -35,10 +35,15 @@ def expected_files(dataset: str, data_dir: str, corruption: str, severity: int) 
     return root, root / "labels.npy", root / f"{corruption}.npy"
 
 
+def present(path: Path) -> bool:
+    """Whether a path robustbench reads is there: .npy files as files, ImageNet-C folders as folders."""
+    return path.is_file() if path.suffix == ".npy" else path.is_dir()
+
+
 def missing_message(dataset: str, data_dir: str, corruption: str, severity: int, reason: str) -> str:
     """One sentence: which path is missing, and where the data comes from."""
     paths = expected_files(dataset, data_dir, corruption, severity)
-    missing = next((p for p in paths if not p.exists()), paths[-1])
+    missing = next((p for p in paths if not present(p)), paths[-1])
     folder, source = SOURCES[dataset]
     return (f"{folder} data file {missing} is missing and could not be downloaded ({reason}); "
             f"download {source} and extract it into {Path(data_dir)} so that {missing} exists")
@@ -55,8 +60,8 @@ def load_robustbench_corruption(dataset: str, n_examples: int, severity: int, da
     try:
         x, y = loader(n_examples, severity, data_dir, False, [corruption])
     except (OSError, DownloadError) as e:  # failed download (offline), missing folder or file
-        if all(p.exists() for p in paths):
-            raise  # everything robustbench needs is there: not a missing-data problem
+        if isinstance(e, OSError) and all(present(p) for p in paths):
+            raise  # the files are there (PermissionError, ...): the entry point reports it in one line
         raise MissingResourceError(
             missing_message(dataset, data_dir, corruption, severity, type(e).__name__)) from None
     except (ValueError, EOFError) as e:  # np.load of a truncated or foreign file

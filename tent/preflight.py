@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from .data import expected_files
+from .data import expected_files, present
 from .errors import ConfigError
 
 WRITTEN = {"SAVE_DIR": "its log and results", "DATA_DIR": "downloaded or generated data",
@@ -39,7 +39,7 @@ def holds_inputs(key: str, c: Any) -> bool:
     if dataset == "mnist":
         return False  # the MNIST-C caches are written on first use
     if key == "DATA_DIR":
-        return all(path.exists() for t in c.CORRUPTION.TYPE for s in c.CORRUPTION.SEVERITY
+        return all(present(path) for t in c.CORRUPTION.TYPE for s in c.CORRUPTION.SEVERITY
                    for path in expected_files(dataset, c.DATA_DIR, t, s))
     if dataset == "imagenet" and "Standard" in c.MODEL.ARCH:
         return True  # torchvision's weights live in the torch hub cache, not in CKPT_DIR

@@ -59,8 +59,12 @@ def checkpoint_errors(path: PathLike, trust: bool) -> Iterator[None]:
     """Turn torch.load's failures on `path` into one-line errors: unsafe (refused) or corrupt."""
     try:
         yield
-    except (TentError, OSError):
-        raise  # already one line; OSErrors (PermissionError, ...) are reported by the entry point
+    except TentError:
+        raise
+    except OSError as e:
+        if e.filename:
+            raise  # PermissionError & co name their file: the entry point reports them in one line
+        raise CorruptFileError(_corrupt_message(path, e)) from None  # torch's reader on a cut zip
     except pickle.UnpicklingError as e:
         if not trust and _needs_code(Path(path), str(e)):
             raise UnsafeCheckpointError(_unsafe_message(path, str(e))) from None
