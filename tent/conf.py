@@ -351,47 +351,71 @@ def _device_ok(name: str) -> bool:
 
 
 Check = Callable[[Any, CfgNode], bool]
-RULES: Dict[str, Tuple[Check, Union[str, Callable[[CfgNode], str]]]] = {
-    "MODEL.ADAPTATION": (lambda v, c: v in ADAPTATIONS, f"one of {ADAPTATIONS}"),
-    "MODEL.ADAPTATIONS": (lambda v, c: all(m in ADAPTATIONS for m in v),
-                          f"a list of methods from {ADAPTATIONS}"),
+Rule = Tuple[Check, Union[str, Callable[[CfgNode], str]]]
+
+
+def _at_least(low: float) -> Rule:
+    """A finite number >= low."""
+    return (lambda v, c: low <= v < math.inf), f">= {low}"
+
+
+def _above(low: float) -> Rule:
+    """A finite number > low."""
+    return (lambda v, c: low < v < math.inf), f"> {low}"
+
+
+def _in(low: float, high: float, high_included: bool = False) -> Rule:
+    """A number in [low, high) or [low, high]."""
+    if high_included:
+        return (lambda v, c: low <= v <= high), f"in [{low}, {high}]"
+    return (lambda v, c: low <= v < high), f"in [{low}, {high})"
+
+
+def _one_of(options: Sequence[str]) -> Rule:
+    """One of a few names."""
+    return (lambda v, c: v in options), f"one of {tuple(options)}"
+
+
+RULES: Dict[str, Rule] = {
+    "MODEL.ADAPTATION": _one_of(ADAPTATIONS),
+    "MODEL.ADAPTATIONS": (lambda v, c: all(m in ADAPTATIONS for m in v), f"a list of methods from {ADAPTATIONS}"),
     "MODEL.ARCH": (lambda v, c: c.CORRUPTION.DATASET != "mnist" or v == "MnistCNN",
                    "MnistCNN for CORRUPTION.DATASET mnist"),
     "MODEL.COPY_STATE": (lambda v, c: v or (c.MODEL.CONTINUAL and not c.MODEL.EPISODIC),
                          "True unless MODEL.CONTINUAL is True and MODEL.EPISODIC False"),
     "MODEL.NORM_LAYERS": (_norm_layers_ok, "a non-empty list of normalisation layer names "
                           "(BatchNorm1d/2d/3d, SyncBatchNorm; GroupNorm, LayerNorm for tent only)"),
-    "CORRUPTION.DATASET": (lambda v, c: v in DATASETS, f"one of {DATASETS}"),
+    "CORRUPTION.DATASET": _one_of(DATASETS),
     "CORRUPTION.TYPE": (lambda v, c: bool(v) and all(t in corruption_names(c.CORRUPTION.DATASET) for t in v),
                         lambda c: f"a non-empty list of corruptions from {corruption_names(c.CORRUPTION.DATASET)}"),
     "CORRUPTION.SEVERITY": (lambda v, c: bool(v) and all(type(s) is int and 1 <= s <= 5 for s in v),
                             "a non-empty list of severities from 1 to 5"),
     "CORRUPTION.NUM_EX": (lambda v, c: v >= 1 and (c.CORRUPTION.DATASET != "imagenet" or v <= 5000),
                           ">= 1 (and <= 5000 for imagenet, robustbench's limit)"),
-    "BN.EPS": (lambda v, c: 0 < v < math.inf, "> 0"),
-    "BN.MOM": (lambda v, c: 0 <= v < 1, "in [0, 1)"),
-    "OPTIM.STEPS": (lambda v, c: v >= 1, ">= 1"),
-    "OPTIM.LR": (lambda v, c: 0 <= v < math.inf, ">= 0"),
-    "OPTIM.METHOD": (lambda v, c: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
-    "OPTIM.BETA": (lambda v, c: 0 <= v < 1, "in [0, 1)"),
-    "OPTIM.MOMENTUM": (lambda v, c: 0 <= v < math.inf, ">= 0"),
-    "OPTIM.DAMPENING": (lambda v, c: 0 <= v <= 1, "in [0, 1]"),
+    "BN.EPS": _above(0),
+    "BN.MOM": _in(0, 1),
+    "OPTIM.STEPS": _at_least(1),
+    "OPTIM.LR": _at_least(0),
+    "OPTIM.METHOD": _one_of(OPTIMIZERS),
+    "OPTIM.BETA": _in(0, 1),
+    "OPTIM.MOMENTUM": _at_least(0),
+    "OPTIM.DAMPENING": _in(0, 1, high_included=True),
     "OPTIM.NESTEROV": (lambda v, c: not (v and c.OPTIM.METHOD == "SGD")
                        or (c.OPTIM.MOMENTUM > 0 and c.OPTIM.DAMPENING == 0),
                        "False for SGD unless OPTIM.MOMENTUM > 0 and OPTIM.DAMPENING is 0 (torch's rule)"),
-    "OPTIM.WD": (lambda v, c: 0 <= v < math.inf, ">= 0"),
-    "TEST.BATCH_SIZE": (lambda v, c: v >= 1, ">= 1"),
-    "MNISTC.NUM_TRAIN": (lambda v, c: 0 < v < mnistc.NUM_IMAGES, f"between 1 and {mnistc.NUM_IMAGES - 1}"),
-    "MNISTC.SEED": (lambda v, c: 0 <= v < SEED_LIMIT, f"in [0, {SEED_LIMIT})"),
-    "MNISTC.WIDTH": (lambda v, c: v >= 1, ">= 1"),
-    "MNISTC.EPOCHS": (lambda v, c: v >= 1, ">= 1"),
-    "MNISTC.BATCH_SIZE": (lambda v, c: v >= 1, ">= 1"),
-    "MNISTC.LR": (lambda v, c: 0 < v < math.inf, "> 0"),
-    "RNG_SEED": (lambda v, c: 0 <= v < SEED_LIMIT, f"in [0, {SEED_LIMIT})"),
-    "SAVE_DIR": (lambda v, c: bool(v), "a folder name"),
-    "DATA_DIR": (lambda v, c: bool(v), "a folder name"),
-    "CKPT_DIR": (lambda v, c: bool(v), "a folder name"),
-    "DEVICE": (lambda v, c: _device_ok(v), "'auto' or a torch device available here, such as cpu or cuda:0"),
+    "OPTIM.WD": _at_least(0),
+    "TEST.BATCH_SIZE": _at_least(1),
+    "MNISTC.NUM_TRAIN": _in(1, mnistc.NUM_IMAGES),
+    "MNISTC.SEED": _in(0, SEED_LIMIT),
+    "MNISTC.WIDTH": _at_least(1),
+    "MNISTC.EPOCHS": _at_least(1),
+    "MNISTC.BATCH_SIZE": _at_least(1),
+    "MNISTC.LR": _above(0),
+    "RNG_SEED": _in(0, SEED_LIMIT),
+    "SAVE_DIR": ((lambda v, c: bool(v)), "a folder name"),
+    "DATA_DIR": ((lambda v, c: bool(v)), "a folder name"),
+    "CKPT_DIR": ((lambda v, c: bool(v)), "a folder name"),
+    "DEVICE": ((lambda v, c: _device_ok(v)), "'auto' or a torch device available here, such as cpu or cuda:0"),
 }
 
 
