@@ -281,7 +281,7 @@ def _flatten(tree: Any, prefix: str, source: str) -> List[Tuple[str, Any]]:
         raise ConfigError(f"{source} must be a YAML mapping of config keys, got {tree!r}")
     pairs: List[Tuple[str, Any]] = []
     for k, v in tree.items():
-        if isinstance(v, dict) and v:
+        if isinstance(v, dict):  # an empty section sets nothing (yacs would replace it with {})
             pairs.extend(_flatten(v, f"{prefix}{k}.", source))
         else:
             pairs.append((f"{prefix}{k}", v))

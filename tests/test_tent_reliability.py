@@ -290,6 +290,12 @@ def test_bad_config_file_exits_2_in_one_line(tmp_path, capsys, text, named):
     assert status == 2 and len(lines) == 1 and named in lines[0] and "Traceback" not in err
 
 
+def test_empty_section_in_a_file_keeps_the_defaults(tmp_path):
+    (tmp_path / "c.yaml").write_text("MODEL: {}\nOPTIM:\n  LR: 0.5\n")
+    conf.merge_from_file(str(tmp_path / "c.yaml"))
+    assert conf.cfg.MODEL.ARCH == "Standard" and conf.cfg.OPTIM.LR == 0.5 and conf.cfg.OPTIM.STEPS == 1
+
+
 def test_python_config_file_is_read_as_yaml_never_run(tmp_path, capsys):
     marker = tmp_path / "marker"
     (tmp_path / "c.py").write_text(f"open({str(marker)!r}, 'w')\ncfg = {{}}\n")  # yacs would execute this
@@ -443,14 +449,34 @@ def test_os_error_on_a_cache_file_is_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("command, overrides, status, named", [
     (["-m", "tent.cifar10c"], ["OPTIM.LR", "-1"], 2, "OPTIM.LR"),
-    (["cifar10c.py"], ["MODEL.ARCH", "Standard", "CORRUPTION.DATASET", "cifar10"], 2, "Standard.pt"),
+    (["cifar10c.py"], ["MODEL.ARCH", SMALL_ARCH, "CORRUPTION.DATASET", "cifar10"], 2, f"{SMALL_ARCH}.pt"),
 ], ids=["module-bad-value", "script-crafted-checkpoint"])
 def test_command_line_prints_one_line_and_exits(tmp_path, command, overrides, status, named):
     marker = tmp_path / "marker"
-    craft(tmp_path / "ckpt" / "cifar10" / "corruptions" / "Standard.pt", marker)
+    craft(tmp_path / "ckpt" / "cifar10" / "corruptions" / f"{SMALL_ARCH}.pt", marker)
     env = dict(os.environ, **{safe_load.FORCE_UNSAFE: "1"})
     proc = subprocess.run([sys.executable, *command, "--cfg", str(write_cfg(tmp_path, MNIST_CFG)), *dirs(tmp_path),
                            *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     lines = error_lines(proc.stderr)
     assert proc.returncode == status and len(lines) == 1 and named in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and not marker.exists()
+
+
+def test_exit_status_of_user_errors_and_bugs(caplog):
+    from tent import errors
+
+    def raise_(error):
+        def command():
+            raise error
+        return command
+
+    assert errors.exit_status(lambda: None) == 0
+    assert errors.exit_status(raise_(errors.ConfigError("config key X must be > 0"))) == 2
+    assert errors.exit_status(raise_(errors.UnsafeCheckpointError("refused"))) == 2
+    assert errors.exit_status(raise_(errors.CorruptFileError("cut"))) == 1
+    assert errors.exit_status(raise_(PermissionError(13, "Permission denied", "/data/x.npy"))) == 1
+    assert errors.exit_status(raise_(KeyboardInterrupt())) == errors.INTERRUPTED == 130
+    messages = [r.getMessage() for r in caplog.records]
+    assert "error: /data/x.npy: Permission denied" in messages and "interrupted" in messages
+    with pytest.raises(ZeroDivisionError):  # a bug in this project keeps its traceback
+        errors.exit_status(raise_(ZeroDivisionError("bug")))
