@@ -10,7 +10,7 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import pytest
@@ -85,6 +85,13 @@ def run_main(argv: List[str], capsys) -> Tuple[int, List[str], str]:
         status = e.code
     err = capsys.readouterr().err
     return status, error_lines(err), err
+
+
+def write_cfg(tmp_path: Path, text: str) -> Path:
+    """A config file in tmp_path."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
 
 
 def dirs(tmp_path: Path) -> List[str]:
@@ -426,13 +433,6 @@ def test_good_cifar_files_and_checkpoint_run_to_the_end(tmp_path, capsys, small_
     status, _, err = run_main(["--cfg", str(write_cfg(tmp_path, CIFAR_CFG)), "SAVE_DIR", str(tmp_path / "out"),
                                "DATA_DIR", str(tmp_path / "data"), "CKPT_DIR", str(small_ckpt_dir)], capsys)
     assert status == 0 and "Traceback" not in err
-
-
-def write_cfg(tmp_path: Path, text: str) -> Path:
-    """A config file in tmp_path."""
-    path = tmp_path / "c.yaml"
-    path.write_text(text)
-    return path
 
 
 def test_os_error_on_a_cache_file_is_one_line(tmp_path, capsys):
