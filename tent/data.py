@@ -14,9 +14,7 @@ import numpy as np
 import torch
 
 from . import mnistc
-from .errors import CorruptFileError, MissingResourceError
-
-__all__ = ["MissingResourceError", "CorruptFileError", "load_corruption", "expected_files"]
+from .errors import CorruptFileError, MissingResourceError  # noqa: F401  (also imported from here)
 
 # folder names are robustbench's (data.CORRUPTIONS_DIR_NAMES); sources are the official releases
 SOURCES = {
