@@ -24,10 +24,10 @@ import torch.nn as nn
 import torch.optim as optim
 from tqdm import tqdm
 
-from . import norm, report
+from . import errors, norm, report
 from . import tent as tent_lib
-from .conf import ConfigError, cfg, load_cfg_fom_args, methods
-from .data import MissingResourceError, load_corruption
+from .conf import cfg, load_cfg_fom_args, methods
+from .data import load_corruption
 from .models import load_source_model
 from .tent import norm_layer_types
 
@@ -60,7 +60,7 @@ def evaluate(description: str, argv: Optional[Sequence[str]] = None) -> report.R
     if cfg.PERF.AMP and device.type != "cuda":
         logger.warning("PERF.AMP applies to CUDA only; running in float32 on %s", device)
     base_model = load_source_model(cfg.MODEL.ARCH, cfg.CKPT_DIR, cfg.CORRUPTION.DATASET,
-                                   cfg.DATA_DIR, mnist_model_cfg(), device)
+                                   cfg.DATA_DIR, mnist_model_cfg(), device, cfg.MODEL.TRUST_CHECKPOINT)
     run_methods = methods(cfg)
     results: report.Results = {}
     writer = tensorboard_writer()
@@ -243,21 +243,13 @@ def save_results(results: report.Results) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns the exit status (2: bad config, 1: missing file)."""
+    """Command-line entry point; returns the exit status (0, or a user error's: see tent/errors.py)."""
     # robustbench's imports warn about deprecations outside this project's control
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
     warnings.filterwarnings("ignore", message=".*torch.jit.interface.* is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message="(The parameter 'pretrained'|Arguments other than a weight enum)",
                             category=UserWarning)
-    try:
-        evaluate("CIFAR-10-C evaluation.", argv)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except MissingResourceError as e:
-        logger.error("%s", e)
-        return 1
-    return 0
+    return errors.exit_status(lambda: evaluate("CIFAR-10-C evaluation.", argv))
 
 
 if __name__ == '__main__':

@@ -1,23 +1,30 @@
 """Configuration (powered by YACS): every key and default of the official conf.py, plus extras.
 
 Keys marked "extra" are not in the reference; their defaults reproduce the reference behaviour.
-A config file or a command-line `KEY VALUE` override with an unknown key, a wrong type or an
-invalid value stops `load_cfg_fom_args` with one line naming the key and exit status 2.
+A config file or a command-line `KEY VALUE` override with an unknown key, a wrong type (both
+checked by yacs), a value outside its range (the RULES table) or a folder the run cannot write
+stops `load_cfg_fom_args` with one line naming the key and exit status 2, before any data or
+model is touched.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import random
 import sys
 from datetime import datetime
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import yaml
 from yacs.config import CfgNode
+
+from . import mnistc
+from .errors import ConfigError
+from .preflight import check_folders
 
 # Global config object (example usage: from tent.conf import cfg)
 _C = CfgNode()
@@ -58,6 +65,11 @@ _C.MODEL.COPY_STATE = True
 # Reference: [BatchNorm2d]. Also: BatchNorm1d, BatchNorm3d, SyncBatchNorm, and for tent on
 # models without batch norm GroupNorm / LayerNorm (affine only).
 _C.MODEL.NORM_LAYERS = ['BatchNorm2d']
+
+# extra: load checkpoints that need more than tensors (arbitrary pickled objects).
+# Risk: unpickling such a file runs any code stored in it; set True only for files you trust.
+# False (default): every checkpoint is loaded with torch.load(weights_only=True).
+_C.MODEL.TRUST_CHECKPOINT = False
 
 # ----------------------------- Corruption options -------------------------- #
 _C.CORRUPTION = CfgNode()
@@ -200,41 +212,67 @@ OPTIMIZERS = ("Adam", "SGD")
 DATASETS = ("cifar10", "cifar100", "imagenet", "mnist")
 # imagecorruptions' 4 held-out validation corruptions (Hendrycks & Dietterich), mnist only
 VALIDATION_CORRUPTIONS = ('speckle_noise', 'gaussian_blur', 'spatter', 'saturate')
+SEED_LIMIT = 2 ** 32  # numpy's seeds are 32-bit
+_MISSING = object()
 
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
-    """A config problem, described in one line that names the offending key."""
+# ------------------------------ Merging (yacs) ------------------------------ #
+# yacs checks that every key exists and that every value has its default's type; its errors
+# are reworded here into one line naming the key and the file. Two things yacs would refuse
+# are allowed first: an int for a float key (`OPTIM.LR 1`), and unquoted YAML flow lists on
+# the command line (`CORRUPTION.TYPE [fog, snow]`); one thing it would allow, None for a
+# typed key, is refused.
+
+def _default(key: str) -> Any:
+    """The default value of a dotted key, or _MISSING (yacs then names the unknown key)."""
+    node: Any = _CFG_DEFAULT
+    for part in key.split("."):
+        if not isinstance(node, CfgNode) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
 
 
-def _decode(value: Any, default: Any) -> Any:
-    """Turn strings from the command line or YAML ('1e-3', 'True', '[5, 4]') into Python values."""
+def _prepare(key: str, value: Any, source: str) -> Any:
+    """Decode a command-line string, widen int to float, refuse None: what yacs does not."""
+    default = _default(key)
+    if default is _MISSING or isinstance(default, CfgNode):
+        return value
     if isinstance(value, str) and not isinstance(default, str):
-        decoded = CfgNode._decode_cfg_value(value)
-        if isinstance(decoded, str) and isinstance(default, list):
+        value = CfgNode._decode_cfg_value(value)
+        if isinstance(value, str) and isinstance(default, list):
             try:  # YAML flow lists need no quotes: [gaussian_noise, fog]
-                decoded = yaml.safe_load(value)
+                value = yaml.safe_load(value)
             except yaml.YAMLError:
                 pass
-        return decoded
-    return value
-
-
-def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
-    """Value for `key` with the type of its default, or ConfigError naming the key."""
-    value = _decode(value, default)
-    expected = type(default)
-    if expected is float and type(value) is int:
+    if type(default) is float and type(value) is int:
         return float(value)  # lossless, and `OPTIM.LR 1` should not be an error
-    if expected is list and isinstance(value, (list, tuple)):
-        item_type = type(default[0]) if default else str
-        items = [_coerce(key, v, item_type(), source) for v in value]
-        return items
-    if type(value) is not expected:
-        raise ConfigError(f"config key {key} expects {expected.__name__}, "
-                          f"got {value!r} ({type(value).__name__}) in {source}")
+    if value is None:
+        raise ConfigError(f"config key {key} expects {type(default).__name__}, got None in {source}")
     return value
+
+
+def _reworded(error: Exception, key: str, value: Any, source: str) -> ConfigError:
+    """yacs's error for one KEY VALUE pair as one line naming the key and the source."""
+    default = _default(key)
+    if default is _MISSING or "Non-existent" in str(error):
+        return ConfigError(f"unknown config key {key} in {source}")
+    if isinstance(default, CfgNode):
+        return ConfigError(f"config key {key} is a section; give its sub-keys in {source}")
+    return ConfigError(f"config key {key} expects {type(default).__name__}, "
+                       f"got {value!r} ({type(value).__name__}) in {source}")
+
+
+def merge_pairs(pairs: Iterable[Tuple[str, Any]], source: str, node: CfgNode = _C) -> None:
+    """Set KEY -> value pairs in `node` through yacs (key and type checks), one line per error."""
+    for key, value in pairs:
+        value = _prepare(str(key), value, source)
+        try:
+            node.merge_from_list([str(key), value])
+        except (KeyError, AssertionError, ValueError, TypeError) as e:
+            raise _reworded(e, str(key), value, source) from None
 
 
 def _flatten(tree: Any, prefix: str, source: str) -> List[Tuple[str, Any]]:
@@ -243,38 +281,20 @@ def _flatten(tree: Any, prefix: str, source: str) -> List[Tuple[str, Any]]:
         raise ConfigError(f"{source} must be a YAML mapping of config keys, got {tree!r}")
     pairs: List[Tuple[str, Any]] = []
     for k, v in tree.items():
-        full_key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            pairs.extend(_flatten(v, full_key + ".", source))
+        if isinstance(v, dict):  # an empty section sets nothing (yacs would replace it with {})
+            pairs.extend(_flatten(v, f"{prefix}{k}.", source))
         else:
-            pairs.append((full_key, v))
+            pairs.append((f"{prefix}{k}", v))
     return pairs
 
 
-def merge_pairs(pairs: Iterable[Tuple[str, Any]], source: str, node: CfgNode = _C) -> None:
-    """Set KEY -> value pairs in `node` after checking each key exists and each type matches."""
-    for key, value in pairs:
-        parts = str(key).split(".")
-        parent, default = node, _CFG_DEFAULT
-        for part in parts[:-1]:
-            if not isinstance(default.get(part), CfgNode):
-                raise ConfigError(f"unknown config key {key} in {source}")
-            parent, default = parent[part], default[part]
-        leaf = parts[-1]
-        if leaf not in default:
-            raise ConfigError(f"unknown config key {key} in {source}")
-        if isinstance(default[leaf], CfgNode):
-            raise ConfigError(f"config key {key} is a section; give its sub-keys in {source}")
-        parent[leaf] = _coerce(key, value, default[leaf], source)
-
-
 def merge_from_file(cfg_file: str) -> None:
-    """Merge a YAML config file into cfg, checking every key and type."""
+    """Merge a YAML config file into cfg (read as YAML whatever its extension: never run as code)."""
     try:
         with open(cfg_file, "r") as f:
             tree = yaml.safe_load(f) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {cfg_file}: {e.strerror}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read config file {cfg_file}: {getattr(e, 'strerror', None) or e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {cfg_file} is not valid YAML: "
                           f"{str(e).splitlines()[0]}") from None
@@ -288,6 +308,11 @@ def merge_from_list(opts: Sequence[str]) -> None:
     merge_pairs(zip(opts[0::2], opts[1::2]), "the command-line overrides")
 
 
+# ------------------------------ Value checks -------------------------------- #
+# yacs guarantees the types; these rows check the values, before any data or model is touched.
+# KEY: (check(value, cfg) -> bool, allowed values in words, or a function of cfg giving them).
+# Add a row for every new key with a restricted range.
+
 def corruption_names(dataset: str) -> Tuple[str, ...]:
     """Corruption types a dataset provides."""
     if dataset == "mnist":
@@ -300,55 +325,115 @@ def methods(c: CfgNode = _C) -> List[str]:
     return list(c.MODEL.ADAPTATIONS) or [c.MODEL.ADAPTATION]
 
 
-def assert_and_infer_cfg(c: CfgNode = _C) -> None:
-    """Checks config values invariants (raises ConfigError naming the key)."""
-    def require(ok: bool, key: str, message: str) -> None:
-        if not ok:
-            raise ConfigError(f"config key {key} {message}, got {c_get(key)!r}")
-
-    def c_get(key: str) -> Any:
-        value = c
-        for part in key.split("."):
-            value = value[part]
-        return value
-
-    require(c.MODEL.ADAPTATION in ADAPTATIONS, "MODEL.ADAPTATION", f"must be one of {ADAPTATIONS}")
-    require(all(m in ADAPTATIONS for m in c.MODEL.ADAPTATIONS), "MODEL.ADAPTATIONS",
-            f"must list methods from {ADAPTATIONS}")
-    require(c.OPTIM.METHOD in OPTIMIZERS, "OPTIM.METHOD", f"must be one of {OPTIMIZERS}")
-    require(c.OPTIM.STEPS >= 1, "OPTIM.STEPS", "must be >= 1")
-    require(c.TEST.BATCH_SIZE >= 1, "TEST.BATCH_SIZE", "must be >= 1")
-    require(c.CORRUPTION.NUM_EX >= 1, "CORRUPTION.NUM_EX", "must be >= 1")
-    require(c.CORRUPTION.DATASET in DATASETS, "CORRUPTION.DATASET", f"must be one of {DATASETS}")
-    require(bool(c.CORRUPTION.SEVERITY) and all(1 <= s <= 5 for s in c.CORRUPTION.SEVERITY),
-            "CORRUPTION.SEVERITY", "must list severities from 1 to 5")
-    known = corruption_names(c.CORRUPTION.DATASET)
-    require(bool(c.CORRUPTION.TYPE) and all(t in known for t in c.CORRUPTION.TYPE),
-            "CORRUPTION.TYPE", f"must list corruptions from {known}")
-    require(c.CORRUPTION.DATASET != "imagenet" or c.CORRUPTION.NUM_EX <= 5000,
-            "CORRUPTION.NUM_EX", "must be <= 5000 for imagenet (robustbench's limit)")
-    require(c.CORRUPTION.DATASET != "mnist" or c.MODEL.ARCH == "MnistCNN",
-            "MODEL.ARCH", "must be MnistCNN for CORRUPTION.DATASET mnist")
-    require(0 < c.MNISTC.NUM_TRAIN < 5000, "MNISTC.NUM_TRAIN", "must be between 1 and 4999")
-    require(c.MODEL.COPY_STATE or (c.MODEL.CONTINUAL and not c.MODEL.EPISODIC), "MODEL.COPY_STATE",
-            "can be False only with MODEL.CONTINUAL True and MODEL.EPISODIC False")
+def _norm_layers_ok(names: List[str], c: CfgNode) -> bool:
+    """Known layer names, and only batch norms when norm (which re-estimates statistics) runs."""
     # imported here: tent.tent imports nothing from this module, but keep conf light
     from .norm import _check_batch_norms
     from .tent import norm_layer_types
     try:
-        layers = norm_layer_types(c.MODEL.NORM_LAYERS)
+        layers = norm_layer_types(names)
         if "norm" in methods(c):
             _check_batch_norms(layers)
-    except ValueError as e:
-        raise ConfigError(f"config key MODEL.NORM_LAYERS: {e}") from None
-    if c.DEVICE != "auto":
-        try:
-            device = torch.device(c.DEVICE)
-        except RuntimeError:
-            device = None
-        require(device is not None, "DEVICE", "must be 'auto' or a torch device such as cpu or cuda:0")
-        require(device.type != "cuda" or torch.cuda.is_available(), "DEVICE",
-                "asks for CUDA, which is not available here (use auto or cpu)")
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def _device_ok(name: str) -> bool:
+    """'auto', or a torch device string whose device type is available here."""
+    if name == "auto":
+        return True
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        return False
+    return device.type != "cuda" or torch.cuda.is_available()
+
+
+Check = Callable[[Any, CfgNode], bool]
+Rule = Tuple[Check, Union[str, Callable[[CfgNode], str]]]
+
+
+def _at_least(low: float) -> Rule:
+    """A finite number >= low."""
+    return (lambda v, c: low <= v < math.inf), f">= {low}"
+
+
+def _above(low: float) -> Rule:
+    """A finite number > low."""
+    return (lambda v, c: low < v < math.inf), f"> {low}"
+
+
+def _in(low: float, high: float, high_included: bool = False) -> Rule:
+    """A number in [low, high) or [low, high]."""
+    if high_included:
+        return (lambda v, c: low <= v <= high), f"in [{low}, {high}]"
+    return (lambda v, c: low <= v < high), f"in [{low}, {high})"
+
+
+def _one_of(options: Sequence[str]) -> Rule:
+    """One of a few names."""
+    return (lambda v, c: v in options), f"one of {tuple(options)}"
+
+
+RULES: Dict[str, Rule] = {
+    "MODEL.ADAPTATION": _one_of(ADAPTATIONS),
+    "MODEL.ADAPTATIONS": (lambda v, c: all(m in ADAPTATIONS for m in v), f"a list of methods from {ADAPTATIONS}"),
+    "MODEL.ARCH": (lambda v, c: c.CORRUPTION.DATASET != "mnist" or v == "MnistCNN",
+                   "MnistCNN for CORRUPTION.DATASET mnist"),
+    "MODEL.COPY_STATE": (lambda v, c: v or (c.MODEL.CONTINUAL and not c.MODEL.EPISODIC),
+                         "True unless MODEL.CONTINUAL is True and MODEL.EPISODIC False"),
+    "MODEL.NORM_LAYERS": (_norm_layers_ok, "a non-empty list of normalisation layer names "
+                          "(BatchNorm1d/2d/3d, SyncBatchNorm; GroupNorm, LayerNorm for tent only)"),
+    "CORRUPTION.DATASET": _one_of(DATASETS),
+    "CORRUPTION.TYPE": (lambda v, c: bool(v) and all(t in corruption_names(c.CORRUPTION.DATASET) for t in v),
+                        lambda c: f"a non-empty list of corruptions from {corruption_names(c.CORRUPTION.DATASET)}"),
+    "CORRUPTION.SEVERITY": (lambda v, c: bool(v) and all(type(s) is int and 1 <= s <= 5 for s in v),
+                            "a non-empty list of severities from 1 to 5"),
+    "CORRUPTION.NUM_EX": (lambda v, c: v >= 1 and (c.CORRUPTION.DATASET != "imagenet" or v <= 5000),
+                          ">= 1 (and <= 5000 for imagenet, robustbench's limit)"),
+    "BN.EPS": _above(0),
+    "BN.MOM": _in(0, 1),
+    "OPTIM.STEPS": _at_least(1),
+    "OPTIM.LR": _at_least(0),
+    "OPTIM.METHOD": _one_of(OPTIMIZERS),
+    "OPTIM.BETA": _in(0, 1),
+    "OPTIM.MOMENTUM": _at_least(0),
+    "OPTIM.DAMPENING": _in(0, 1, high_included=True),
+    "OPTIM.NESTEROV": (lambda v, c: not (v and c.OPTIM.METHOD == "SGD")
+                       or (c.OPTIM.MOMENTUM > 0 and c.OPTIM.DAMPENING == 0),
+                       "False for SGD unless OPTIM.MOMENTUM > 0 and OPTIM.DAMPENING is 0 (torch's rule)"),
+    "OPTIM.WD": _at_least(0),
+    "TEST.BATCH_SIZE": _at_least(1),
+    "MNISTC.NUM_TRAIN": _in(1, mnistc.NUM_IMAGES),
+    "MNISTC.SEED": _in(0, SEED_LIMIT),
+    "MNISTC.WIDTH": _at_least(1),
+    "MNISTC.EPOCHS": _at_least(1),
+    "MNISTC.BATCH_SIZE": _at_least(1),
+    "MNISTC.LR": _above(0),
+    "RNG_SEED": _in(0, SEED_LIMIT),
+    "SAVE_DIR": ((lambda v, c: bool(v)), "a folder name"),
+    "DATA_DIR": ((lambda v, c: bool(v)), "a folder name"),
+    "CKPT_DIR": ((lambda v, c: bool(v)), "a folder name"),
+    "DEVICE": ((lambda v, c: _device_ok(v)), "'auto' or a torch device available here, such as cpu or cuda:0"),
+}
+
+
+def value_of(key: str, c: CfgNode = _C) -> Any:
+    """The value of a dotted key in `c`."""
+    value: Any = c
+    for part in key.split("."):
+        value = value[part]
+    return value
+
+
+def assert_and_infer_cfg(c: CfgNode = _C) -> None:
+    """Checks config values invariants (raises ConfigError naming the key and its allowed values)."""
+    for key, (check, allowed) in RULES.items():
+        value = value_of(key, c)
+        if not check(value, c):
+            allowed = allowed if isinstance(allowed, str) else allowed(c)
+            raise ConfigError(f"config key {key} must be {allowed}, got {value!r}")
 
 
 def dump_cfg(cfg_dest: str = "config.yaml") -> str:
@@ -417,6 +502,7 @@ def load_cfg_fom_args(description: str = "Config options.",
         merge_from_file(args.cfg_file)
         merge_from_list(args.opts or [])
         assert_and_infer_cfg()
+        check_folders(cfg)
     except ConfigError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         sys.exit(2)

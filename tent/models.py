@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from . import mnistc
 from .conf import ConfigError
 from .data import MissingResourceError
+from .safe_load import load_checkpoint, third_party_loads
 
 logger = logging.getLogger(__name__)
 
@@ -103,12 +104,12 @@ def mnist_cnn_path(ckpt_dir: str) -> Path:
 
 def load_mnist_cnn(ckpt_dir: str, data_dir: str, num_train: int = 3000, seed: int = 0, width: int = 16,
                    epochs: int = 8, batch_size: int = 64, lr: float = 3e-3,
-                   device: torch.device = torch.device("cpu")) -> nn.Module:
+                   device: torch.device = torch.device("cpu"), trust_checkpoint: bool = False) -> nn.Module:
     """The offline source model: trained once on the clean training split, then loaded from CKPT_DIR."""
     train_cfg: Dict[str, Any] = dict(num_train=num_train, seed=seed, width=width, epochs=epochs,
                                      batch_size=batch_size, lr=lr)
     path = mnist_cnn_path(ckpt_dir)
-    checkpoint = torch.load(path, map_location="cpu") if path.is_file() else None
+    checkpoint = load_checkpoint(path, trust_checkpoint) if path.is_file() else None
     if checkpoint is not None and checkpoint.get("train_cfg") != train_cfg:
         logger.info("%s was trained with %s; retraining with %s", path, checkpoint.get("train_cfg"), train_cfg)
         checkpoint = None
@@ -141,8 +142,8 @@ def _robustbench_checkpoint(arch: str, entry: Dict[str, Any], ckpt_dir: str, dat
     return Path(ckpt_dir) / dataset / "corruptions" / f"{arch}.pt", url
 
 
-def load_robustbench_model(arch: str, ckpt_dir: str, dataset: str) -> nn.Module:
-    """robustbench's load_model for the corruptions threat model, with a clear missing-file error."""
+def load_robustbench_model(arch: str, ckpt_dir: str, dataset: str, trust_checkpoint: bool = False) -> nn.Module:
+    """robustbench's load_model for the corruptions threat model, weights-only, with one-line errors."""
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
     from robustbench.utils import load_model
@@ -152,10 +153,11 @@ def load_robustbench_model(arch: str, ckpt_dir: str, dataset: str) -> nn.Module:
         raise ConfigError(
             f"config key MODEL.ARCH: {arch} is not a robustbench corruptions model for {dataset}; "
             f"choose from {sorted(known)}")
+    path, url = _robustbench_checkpoint(arch, known[arch], ckpt_dir, dataset)
     try:
-        return load_model(arch, ckpt_dir, dataset, ThreatModel.corruptions)
+        with third_party_loads(path, trust_checkpoint):
+            return load_model(arch, ckpt_dir, dataset, ThreatModel.corruptions)
     except Exception as e:  # requests / urllib / gdown errors when offline
-        path, url = _robustbench_checkpoint(arch, known[arch], ckpt_dir, dataset)
         if path.is_file():
             raise  # the file is there, so the failure is not a missing download
         raise MissingResourceError(
@@ -165,8 +167,9 @@ def load_robustbench_model(arch: str, ckpt_dir: str, dataset: str) -> nn.Module:
 
 def load_source_model(arch: str, ckpt_dir: str, dataset: str, data_dir: str = "./data",
                       mnist_cfg: Dict[str, Any] | None = None,
-                      device: torch.device = torch.device("cpu")) -> nn.Module:
-    """The source model for a dataset, in eval mode on the CPU."""
+                      device: torch.device = torch.device("cpu"), trust_checkpoint: bool = False) -> nn.Module:
+    """The source model for a dataset, in eval mode on the CPU (trust: see tent/safe_load.py)."""
     if dataset == "mnist":
-        return load_mnist_cnn(ckpt_dir, data_dir, device=device, **(mnist_cfg or {}))
-    return load_robustbench_model(arch, ckpt_dir, dataset)
+        return load_mnist_cnn(ckpt_dir, data_dir, device=device, trust_checkpoint=trust_checkpoint,
+                              **(mnist_cfg or {}))
+    return load_robustbench_model(arch, ckpt_dir, dataset, trust_checkpoint)
