@@ -16,7 +16,7 @@ from torch.utils.data import default_collate
 from proda.data.randaugment import RandAugmentMC
 from proda.engine import OptionError
 from proda.models.adaptation_modelv2 import CustomModel
-from proda.models.builders import batchnorm_class
+from proda.models.builders import batchnorm_class, build_student
 from proda.models.deeplabv2 import ASPP_DILATIONS, Deeplab
 from proda.models.discriminator import FCDiscriminator
 from proda.models.utils import PolynomialLR, cross_entropy2d, freeze_bn, get_scheduler, is_batchnorm
@@ -212,6 +212,17 @@ def test_reference_checkpoint_restores_strictly_and_rejects_mismatches(tmp_path)
     corrupt.write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match="corrupt"):
         tiny_deeplab(restore_from=str(corrupt))
+
+
+def test_build_student_is_the_checkpoint_network_alone(tmp_path):
+    path, model = saved_checkpoint(tmp_path)
+    opt = make_opt("--resume_path", path)  # stage-1 defaults without --ema: fine for inference
+    opt.no_resume = False  # as engine.inference_options sets it
+    net = build_student(opt)
+    assert type(net) is type(model.BaseNet) and net.training
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in model.BaseNet.state_dict().items())
+    with pytest.raises(OptionError, match="needs --ema"):  # the trainer refuses these options
+        CustomModel(opt, LOG)
 
 
 # ----------------------------------------------------------------------------- losses and schedules
