@@ -50,8 +50,8 @@ FLAGS = {
 def options(stage: str, *extra: str) -> argparse.Namespace:
     """Tiny CPU options (one block per ResNet stage, random init, 13 classes) for one stage."""
     # 13 classes are SYNTHIA's protocol (GTA5 labels are 19-class only); no data is read here
-    return parse_opt(["--src_dataset", "synthia", "--device", "cpu", "--backbone_layers", "1,1,1,1", "--student_init", "random", "--no_resume",
-                      "--bn", "bn", "--n_class", str(N_CLASS), "--train_iters", "10", "--lr", "0.01",
+    return parse_opt(["--src_dataset", "synthia", "--device", "cpu", "--backbone_layers", "1,1,1,1",
+                      "--student_init", "random", "--no_resume", "--bn", "bn", "--n_class", str(N_CLASS), "--train_iters", "10", "--lr", "0.01",
                       *FLAGS[stage], *extra])
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from proda import calc_prototype, generate_pseudo_label, test, train
-from proda.data.synthetic import generate
+from proda.demo.synthetic import generate
 from proda.models.deeplabv2 import Deeplab
 
 CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"

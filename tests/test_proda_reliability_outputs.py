@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from proda import calc_prototype, generate_pseudo_label, train
-from proda.data.synthetic import generate
+from proda.demo.synthetic import generate
 from proda.manifest import MANIFEST
 from proda.models.deeplabv2 import Deeplab
 

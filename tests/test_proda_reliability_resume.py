@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from proda import calc_prototype, generate_pseudo_label, train
-from proda.data.synthetic import generate
+from proda.demo.synthetic import generate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from proda import calc_prototype, generate_pseudo_label, test, train
-from proda.data.synthetic import generate
+from proda.demo.synthetic import generate
 from proda.models.deeplabv2 import Deeplab
 from proda.utils import (CheckpointError, atomic_save, atomic_write, load_checkpoint, set_trust_checkpoint,
                          stale_temp_files)
