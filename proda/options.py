@@ -264,8 +264,6 @@ def option_problem(opt: argparse.Namespace) -> Optional[str]:
         size = getattr(opt, key)
         if size is not None and min(size) < 1:
             return f"--{key} {','.join(map(str, size))} is out of range: both sizes must be >= 1"
-    if opt.src_dataset == "gta5" and opt.n_class != 19:
-        return f"--n_class {opt.n_class} does not fit --src_dataset gta5: GTA5 labels are 19-class only (use 19)"
     return check_device(opt.device)
 
 
