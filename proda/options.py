@@ -253,7 +253,7 @@ def check_device(name: str) -> Optional[str]:
 def option_problem(opt: argparse.Namespace) -> Optional[str]:
     """The first option value outside its allowed range, as one line naming it, or None."""
     for key, low, allowed in LOWER_BOUNDS:
-        if getattr(opt, key) < low:
+        if not getattr(opt, key) >= low:  # `not >=`: NaN is out of range too
             return f"--{key} {getattr(opt, key)} is out of range: must be {allowed}"
     for key in UNIT_INTERVAL:
         if not 0 <= getattr(opt, key) <= 1:

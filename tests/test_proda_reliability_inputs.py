@@ -138,7 +138,7 @@ def cfg_row(text, names, entry="train"):
 
 ROWS = {
     # options: exit 2 with the allowed range
-    "bs0": flag("--bs", "0"), "bs-3": flag("--bs", "-3"), "lr-1": flag("--lr", "-1"),
+    "bs0": flag("--bs", "0"), "bs-3": flag("--bs", "-3"), "lr-1": flag("--lr", "-1"), "lr_nan": flag("--lr", "nan"),
     "max_iters-1": flag("--max_iters", "-1"), "val_interval0": flag("--val_interval", "0"),
     "print_interval0": flag("--print_interval", "0"), "num_workers-1": flag("--num_workers", "-1"),
     "rcrop0": flag("--rcrop", "0,0"), "resize0": flag("--resize", "0"), "device_foo": flag("--device", "foo"),
