@@ -264,7 +264,7 @@ def check_device(name: str) -> Optional[str]:
 def option_problem(opt: argparse.Namespace) -> Optional[str]:
     """The first option value outside its allowed range, as one line naming it, or None."""
     for key, low, allowed in LOWER_BOUNDS:
-        if getattr(opt, key) < low:
+        if not getattr(opt, key) >= low:  # `not >=`: NaN is out of range too
             return f"--{key} {getattr(opt, key)} is out of range: must be {allowed}"
     for key in UNIT_INTERVAL:
         if not 0 <= getattr(opt, key) <= 1:
@@ -275,8 +275,6 @@ def option_problem(opt: argparse.Namespace) -> Optional[str]:
         size = getattr(opt, key)
         if size is not None and min(size) < 1:
             return f"--{key} {','.join(map(str, size))} is out of range: both sizes must be >= 1"
-    if opt.src_dataset == "gta5" and opt.n_class != 19:
-        return f"--n_class {opt.n_class} does not fit --src_dataset gta5: GTA5 labels are 19-class only (use 19)"
     return check_device(opt.device)
 
 

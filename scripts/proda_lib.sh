@@ -82,14 +82,19 @@ opt_eval() {
   local expr="$1"; shift
   "$PYTHON" - "$expr" "$@" <<'PY'
 import os, sys
-from proda.options import parse_opt
-from proda.manifest import pseudo_labels_done, prototypes_done
-from proda.utils import CheckpointError, OptionError
+from proda.options import parse_opt  # light: torch is imported only by the manifest checks
 o = parse_opt(sys.argv[2:])
+
+def manifest(name):
+    def check(*args):
+        import proda.manifest
+        return getattr(proda.manifest, name)(*args)
+    return check
+
 try:
-    print(eval(sys.argv[1], {"o": o, "os": os, "pseudo_labels_done": pseudo_labels_done,
-                             "prototypes_done": prototypes_done}))
-except (OptionError, CheckpointError, OSError) as err:
+    print(eval(sys.argv[1], {"o": o, "os": os, "pseudo_labels_done": manifest("pseudo_labels_done"),
+                             "prototypes_done": manifest("prototypes_done")}))
+except (ValueError, RuntimeError, OSError) as err:  # OptionError, CheckpointError, file errors
     sys.exit(f"error: {err}")
 PY
 }

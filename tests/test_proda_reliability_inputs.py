@@ -138,10 +138,11 @@ def cfg_row(text, names, entry="train"):
 
 ROWS = {
     # options: exit 2 with the allowed range
-    "bs0": flag("--bs", "0"), "bs-3": flag("--bs", "-3"), "lr-1": flag("--lr", "-1"),
+    "bs0": flag("--bs", "0"), "bs-3": flag("--bs", "-3"), "lr-1": flag("--lr", "-1"), "lr_nan": flag("--lr", "nan"),
     "max_iters-1": flag("--max_iters", "-1"), "val_interval0": flag("--val_interval", "0"),
     "print_interval0": flag("--print_interval", "0"), "num_workers-1": flag("--num_workers", "-1"),
     "rcrop0": flag("--rcrop", "0,0"), "resize0": flag("--resize", "0"), "device_foo": flag("--device", "foo"),
+    "device_tpu": flag("--device", "meta"), "device_cuda_index": flag("--device", "cuda:99"),
     "n_class16_gta5": flag("--n_class", "16"), "hflip2": flag("--hflip", "2"),
     "temperature0": flag("--proto_temperature", "0"), "epochs-1": flag("--epochs", "-1"),
     "train_iters0": flag("--train_iters", "0"), "tgt_img_size0": flag("--tgt_img_size", "0,16"),
@@ -200,7 +201,12 @@ def snapshot(root):
             if p.is_file() and not p.name.startswith("run_")}
 
 
-@pytest.mark.parametrize("row", list(ROWS))
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+ROWS_NO_CUDA = {"device_cuda": flag("--device", "cuda"), "gen_device_cuda": flag("--device", "cuda:0", entry="gen")}
+ROWS.update(ROWS_NO_CUDA)
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, marks=NO_CUDA) if r in ROWS_NO_CUDA else r for r in ROWS])
 def test_bad_input_ends_in_one_line(world, capsys, row):
     entry, make, code = ROWS[row]
     argv, names = make(world)

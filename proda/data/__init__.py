@@ -25,6 +25,7 @@ from proda.data.gta5_dataset import GTA5_loader
 from proda.data.randaugment import RandAugmentMC, affine_sample
 from proda.data.synthia_dataset import Synthia_loader
 from proda.distributed import in_process_group
+from proda.utils import OptionError
 from proda.resume import SOURCE_STREAM, TARGET_STREAM, SeededItems, seeded_loader_kwargs
 
 __all__ = ["create_dataset", "find_dataset_using_name", "get_composed_augmentations", "worker_init_fn",
@@ -94,6 +95,9 @@ class CustomDatasetDataLoader:
     def __init__(self, opt: Any, logger: Optional[logging.Logger]) -> None:
         self.opt = opt
         self.logger = logger or logging.getLogger(__name__)
+        if opt.src_dataset == "gta5" and opt.n_class != 19:  # the model would meet label ids >= n_class
+            raise OptionError(f"--n_class {opt.n_class} does not fit --src_dataset gta5: GTA5 labels are "
+                              "19-class only (use --n_class 19)")
 
         source_cls = find_dataset_using_name(opt.src_dataset)
         self.source_train = source_cls(opt, logger, augmentations=None if opt.noaug else get_composed_augmentations(opt))
