@@ -191,6 +191,79 @@ _C.LOG_TIME = ''
 # extra: device, 'auto' (CUDA when available, else CPU) or any torch device string
 _C.DEVICE = 'auto'
 
+# ------------------- Evaluation protocols (extra, issue 9) ----------------- #
+# The settings of later test-time adaptation work (mariodoebler/test-time-adaptation's
+# SETTING, CoTTA's gradual protocol, RDumb's periodic reset, the paper's offline tent); the
+# defaults reproduce the reference protocol. See docs/protocols.md.
+PROTOCOL_SETTINGS = (
+    "reset_each_shift",             # reference: reset before every corruption x severity
+    "continual",                    # never reset (MODEL.CONTINUAL True is an alias)
+    "gradual",                      # CoTTA: severities 5..1, then 1..5..1 per corruption, never reset
+    "mixed_domains",                # all corruptions of a severity shuffled into one stream
+    "correlated",                   # continual, classes in a Dirichlet order (TEST.DELTA_DIRICHLET)
+    "mixed_domains_correlated",     # mixed_domains + Dirichlet class order
+    "gradual_correlated",           # gradual + Dirichlet class order
+    "reset_each_shift_correlated",  # reset_each_shift + Dirichlet class order
+    "offline",                      # tent paper: OPTIM.EPOCHS passes per corruption, then predict
+)
+_C.SETTING = "reset_each_shift"
+
+# Reset the model every N updates, combinable with any setting (RDumb); 0: never
+_C.MODEL.RESET_AFTER_NUM_UPDATES = 0
+
+# Predict with a second forward after the update (the reference returns the outputs of the
+# forward before the update, tent issues 3 and 20); tent only, off by default
+_C.MODEL.PREDICT_AFTER_UPDATE = False
+
+# Shuffle the order of CORRUPTION.TYPE with this seed (CoTTA's orders); -1: the given order
+_C.CORRUPTION.ORDER_SEED = -1
+
+# Concentration of the Dirichlet class order of the *_correlated settings (NOTE / RoTTA);
+# 0: sorted by class label (mariodoebler's convention)
+_C.TEST.DELTA_DIRICHLET = 0.0
+
+# With TEST.BATCH_SIZE 1: adapt on a sliding window of the last WINDOW_LENGTH samples
+# (mariodoebler's single-sample adaptation); 1: batch norm sees the single sample alone
+_C.TEST.WINDOW_LENGTH = 1
+
+# SETTING offline: passes over each corruption's test set before the predicting pass
+_C.OPTIM.EPOCHS = 1
+
+
+def assert_protocol_cfg(c: CfgNode) -> None:
+    """Checks of the evaluation-protocol keys (raises ConfigError naming the key)."""
+    checks = [
+        (c.SETTING in PROTOCOL_SETTINGS, "SETTING", f"must be one of {PROTOCOL_SETTINGS}"),
+        (not c.MODEL.CONTINUAL or c.SETTING in ("reset_each_shift", "continual"), "MODEL.CONTINUAL",
+         "is an alias of SETTING continual and cannot be combined with another SETTING"),
+        (c.MODEL.RESET_AFTER_NUM_UPDATES >= 0, "MODEL.RESET_AFTER_NUM_UPDATES", "must be >= 0"),
+        (c.CORRUPTION.ORDER_SEED >= -1, "CORRUPTION.ORDER_SEED", "must be -1 (off) or a seed >= 0"),
+        (c.TEST.DELTA_DIRICHLET >= 0, "TEST.DELTA_DIRICHLET", "must be >= 0"),
+        (c.TEST.WINDOW_LENGTH >= 1, "TEST.WINDOW_LENGTH", "must be >= 1"),
+        (c.TEST.WINDOW_LENGTH == 1 or c.TEST.BATCH_SIZE == 1, "TEST.WINDOW_LENGTH",
+         "> 1 needs TEST.BATCH_SIZE 1 (it is the single-sample sliding window)"),
+        (c.OPTIM.EPOCHS >= 1, "OPTIM.EPOCHS", "must be >= 1"),
+        (c.SETTING != "offline" or c.TEST.WINDOW_LENGTH == 1, "TEST.WINDOW_LENGTH",
+         "must be 1 with SETTING offline (its predicting pass has no window)"),
+        (c.CORRUPTION.NUM_EX >= 1 or c.CORRUPTION.NUM_EX == -1, "CORRUPTION.NUM_EX",
+         "must be >= 1, or -1 for every image"),
+        (c.MODEL.COPY_STATE or (c.MODEL.RESET_AFTER_NUM_UPDATES == 0 and effective_setting(c) in
+                                ("continual", "gradual", "mixed_domains", "correlated",
+                                 "mixed_domains_correlated", "gradual_correlated")),
+         "MODEL.COPY_STATE", "can be False only with a setting that never resets"),
+    ]
+    for ok, key, message in checks:
+        if not ok:
+            value = c
+            for part in key.split("."):
+                value = value[part]
+            raise ConfigError(f"config key {key} {message}, got {value!r}")
+
+
+def effective_setting(c: CfgNode) -> str:
+    """SETTING, with MODEL.CONTINUAL True read as SETTING continual (the older key)."""
+    return "continual" if c.MODEL.CONTINUAL else c.SETTING
+
 # --------------------------------- Default config -------------------------- #
 _CFG_DEFAULT = _C.clone()
 _CFG_DEFAULT.freeze()
@@ -318,7 +391,7 @@ def assert_and_infer_cfg(c: CfgNode = _C) -> None:
     require(c.OPTIM.METHOD in OPTIMIZERS, "OPTIM.METHOD", f"must be one of {OPTIMIZERS}")
     require(c.OPTIM.STEPS >= 1, "OPTIM.STEPS", "must be >= 1")
     require(c.TEST.BATCH_SIZE >= 1, "TEST.BATCH_SIZE", "must be >= 1")
-    require(c.CORRUPTION.NUM_EX >= 1, "CORRUPTION.NUM_EX", "must be >= 1")
+    assert_protocol_cfg(c)  # the evaluation-protocol keys, including NUM_EX
     require(c.CORRUPTION.DATASET in DATASETS, "CORRUPTION.DATASET", f"must be one of {DATASETS}")
     require(bool(c.CORRUPTION.SEVERITY) and all(1 <= s <= 5 for s in c.CORRUPTION.SEVERITY),
             "CORRUPTION.SEVERITY", "must list severities from 1 to 5")
@@ -326,12 +399,12 @@ def assert_and_infer_cfg(c: CfgNode = _C) -> None:
     require(bool(c.CORRUPTION.TYPE) and all(t in known for t in c.CORRUPTION.TYPE),
             "CORRUPTION.TYPE", f"must list corruptions from {known}")
     require(c.CORRUPTION.DATASET != "imagenet" or c.CORRUPTION.NUM_EX <= 5000,
-            "CORRUPTION.NUM_EX", "must be <= 5000 for imagenet (robustbench's limit)")
+            "CORRUPTION.NUM_EX", "must be <= 5000 for imagenet (robustbench's list), or -1 (all)")
     require(c.CORRUPTION.DATASET != "mnist" or c.MODEL.ARCH == "MnistCNN",
             "MODEL.ARCH", "must be MnistCNN for CORRUPTION.DATASET mnist")
     require(0 < c.MNISTC.NUM_TRAIN < 5000, "MNISTC.NUM_TRAIN", "must be between 1 and 4999")
-    require(c.MODEL.COPY_STATE or (c.MODEL.CONTINUAL and not c.MODEL.EPISODIC), "MODEL.COPY_STATE",
-            "can be False only with MODEL.CONTINUAL True and MODEL.EPISODIC False")
+    require(c.MODEL.COPY_STATE or (effective_setting(c) != "reset_each_shift" and not c.MODEL.EPISODIC),
+            "MODEL.COPY_STATE", "can be False only with MODEL.CONTINUAL True and MODEL.EPISODIC False")
     # imported here: tent.tent imports nothing from this module, but keep conf light
     from .norm import _check_batch_norms
     from .tent import norm_layer_types
