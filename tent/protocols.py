@@ -106,7 +106,10 @@ def dirichlet_chunks(labels: np.ndarray, delta: float, k: int,
     for c in range(k):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
-        proportions = rng.dirichlet(np.repeat(delta, k)) * (sizes < n / k)
+        open_ = sizes < n / k
+        proportions = rng.dirichlet(np.repeat(delta, k)) * open_
+        if not proportions.sum() > 0:  # a tiny delta put all mass on full chunks: spread over open ones
+            proportions = open_.astype(float) if open_.any() else np.ones(k)
         proportions = proportions / proportions.sum()
         cuts = (np.cumsum(proportions) * len(idx)).astype(int)[:-1]
         for j, part in enumerate(np.split(idx, cuts)):
