@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from . import distributed, norm, protocols, report
 from . import tent as tent_lib
-from .conf import ConfigError, cfg, effective_setting, load_cfg_fom_args, methods
+from .conf import ConfigError, cfg, effective_setting, load_cfg_fom_args, methods, setup_logging
 from .data import MissingResourceError, load_corruption
 from .imagenetc import imagenetc_folder
 from .models import load_source_model
@@ -65,6 +65,8 @@ def evaluate(description: str, argv: Optional[Sequence[str]] = None) -> report.R
     load_cfg_fom_args(description, argv)
     setting = effective_setting(cfg)
     device = distributed.init(get_device(cfg.DEVICE))
+    if not distributed.is_main():  # one log per process; rank 0's holds the tables
+        setup_logging(os.path.join(cfg.SAVE_DIR, f"{run_stem()}_rank{distributed.rank()}.txt"))
     check_processes(setting)
     logger.info("device: %s, setting: %s", device, setting)
     if cfg.PERF.AMP and device.type != "cuda":

@@ -271,7 +271,7 @@ _CFG_DEFAULT.freeze()
 ADAPTATIONS = ("source", "norm", "tent")
 OPTIMIZERS = ("Adam", "SGD")
 DATASETS = ("cifar10", "cifar100", "imagenet", "mnist")
-# imagecorruptions' 4 held-out validation corruptions (Hendrycks & Dietterich), mnist only
+# the 4 held-out validation corruptions (Hendrycks & Dietterich), for choosing hyperparameters
 VALIDATION_CORRUPTIONS = ('speckle_noise', 'gaussian_blur', 'spatter', 'saturate')
 
 logger = logging.getLogger(__name__)
@@ -362,10 +362,8 @@ def merge_from_list(opts: Sequence[str]) -> None:
 
 
 def corruption_names(dataset: str) -> Tuple[str, ...]:
-    """Corruption types a dataset provides."""
-    if dataset == "mnist":
-        return ROBUSTBENCH_CORRUPTIONS + VALIDATION_CORRUPTIONS
-    return ROBUSTBENCH_CORRUPTIONS
+    """Corruption types a dataset provides (CIFAR-10-C / CIFAR-100-C / ImageNet-C ship the 4 held-out ones too)."""
+    return ROBUSTBENCH_CORRUPTIONS + VALIDATION_CORRUPTIONS
 
 
 def methods(c: CfgNode = _C) -> List[str]:
