@@ -155,8 +155,10 @@ def test_sliding_window_adapts_once_per_window_on_the_whole_window():
 # ------------------------------- end to end on tiny MNIST-C -------------------------------- #
 
 def test_continual_alias_and_setting_give_the_same_numbers(tmp_path, mnist_data_dir, ckpt_dir):
-    alias, _, _ = run(tmp_path, mnist_data_dir, ckpt_dir, "MODEL.CONTINUAL", "True", out_name="a")
-    setting, out, stream = run(tmp_path, mnist_data_dir, ckpt_dir, "SETTING", "continual", out_name="b")
+    alias, _, _ = run(tmp_path, mnist_data_dir, ckpt_dir, "MODEL.CONTINUAL", "True", "MODEL.ADAPTATIONS", "[tent]",
+                      out_name="a")
+    setting, out, stream = run(tmp_path, mnist_data_dir, ckpt_dir, "SETTING", "continual",
+                               "MODEL.ADAPTATIONS", "[tent]", out_name="b")
     assert alias == setting
     log = (out / cfg.LOG_DEST).read_text()
     assert "resetting model" not in log and "never reset" in log
@@ -165,9 +167,10 @@ def test_continual_alias_and_setting_give_the_same_numbers(tmp_path, mnist_data_
 
 
 def test_reset_each_shift_resets_before_every_piece(tmp_path, mnist_data_dir, ckpt_dir):
-    results, out, stream = run(tmp_path, mnist_data_dir, ckpt_dir, "CORRUPTION.SEVERITY", "[5, 3]")
+    results, out, stream = run(tmp_path, mnist_data_dir, ckpt_dir, "CORRUPTION.SEVERITY", "[5, 3]",
+                               "MODEL.ADAPTATIONS", "[source, tent]")
     log = (out / cfg.LOG_DEST).read_text()
-    assert log.count(": resetting model") == 2 * 4  # norm and tent, 4 pieces each
+    assert log.count(": resetting model") == 4 and log.count("not resetting model") == 4  # tent; source
     assert not (out / f"{Path(cfg.LOG_DEST).stem}_curve.png").exists()
     tent_pieces = stream["pieces"]["tent"]
     assert [(p["name"], p["severity"]) for p in tent_pieces] == [
@@ -259,9 +262,9 @@ def test_predict_after_update_is_off_by_default_and_takes_a_second_forward(tmp_p
 def test_batch_size_one_runs_for_norm_and_tent(tmp_path, mnist_data_dir, ckpt_dir, window):
     results, out, stream = run(tmp_path, mnist_data_dir, ckpt_dir, "TEST.BATCH_SIZE", "1",
                                "TEST.WINDOW_LENGTH", window, "CORRUPTION.TYPE", "[contrast]",
-                               out_name=f"w{window}")
-    assert set(results) == {"source", "norm", "tent"}
-    assert len(stream["pieces"]["tent"][0]["batch_errors"]) == 40
+                               "CORRUPTION.NUM_EX", "12", "MODEL.ADAPTATIONS", "[norm, tent]", out_name=f"w{window}")
+    assert set(results) == {"norm", "tent"}
+    assert len(stream["pieces"]["tent"][0]["batch_errors"]) == 12
     assert ("sliding window of 4" in (out / cfg.LOG_DEST).read_text()) == (window == "4")
 
 
@@ -314,3 +317,11 @@ def test_protocol_defaults_are_the_reference():
     conf.merge_from_list(["SETTING", "continual", "MODEL.COPY_STATE", "False", "CORRUPTION.NUM_EX", "-1"])
     conf.assert_and_infer_cfg()
     assert report.stream_mean([report.PieceResult("a", 5, ["a"], [3], [4])]) == pytest.approx(0.25)
+
+
+def test_published_anchor_configs_are_valid():
+    for path in sorted((Path(__file__).resolve().parents[1] / "cfgs" / "protocols").glob("*.yaml")):
+        conf.reset_cfg()
+        conf.merge_from_file(str(path))
+        conf.assert_and_infer_cfg()
+        assert cfg.SETTING in ("continual", "gradual") and cfg.MODEL.ADAPTATIONS == ["source", "norm", "tent"]
