@@ -160,8 +160,10 @@ def piece_data(piece: Piece, setting: str, load: Callable[[str, int], object],
     labels = torch.cat([part_labels(p) for p in parts])
     domains = torch.cat([torch.full((len(part_labels(p)),), i, dtype=torch.long) for i, p in enumerate(parts)])
     order = np.arange(len(labels))
-    if "mixed_domains" in setting:
-        # the same fixed seed for every method, so all see one stream (as mariodoebler's loader)
+    folders = not all(isinstance(p, tuple) for p in parts)
+    if "mixed_domains" in setting or folders:
+        # the same fixed seed for every method, so all see one stream (as mariodoebler's loader);
+        # ImageFolder lists the images class by class, which would be a label-sorted stream
         order = np.random.RandomState(seed).permutation(len(labels))
     if "correlated" in setting:
         order = order[dirichlet_order(labels.numpy()[order], delta, seed)]
