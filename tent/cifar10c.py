@@ -288,7 +288,7 @@ def updates_of(model: nn.Module) -> int:
 def forward(model: nn.Module, x: torch.Tensor, adapt: bool) -> torch.Tensor:
     """Outputs for a batch: adapting (as the reference, outputs from before the update), or not."""
     if not adapt:  # offline prediction: the adapted network, batch statistics, no update
-        return getattr(model, "model", model)(x)
+        return (model.model if isinstance(model, (tent_lib.Tent, norm.Norm)) else model)(x)
     outputs = model(x)
     if cfg.MODEL.PREDICT_AFTER_UPDATE and isinstance(model, tent_lib.Tent):
         outputs = model.model(x)  # a second forward with the updated parameters
@@ -384,7 +384,7 @@ def save_results(results: report.Results, streams: Dict[str, List[report.PieceRe
     report.write_csv(results, save_dir / f"{stem}_results.csv")
     meta = dict(dataset=dataset, arch=arch, methods=list(results), setting=setting,
                 continual=setting != "reset_each_shift", episodic=cfg.MODEL.EPISODIC,
-                reset_after_num_updates=cfg.MODEL.RESET_AFTER_NUM_UPDATES, order=list(cfg.CORRUPTION.TYPE),
+                reset_after_num_updates=cfg.MODEL.RESET_AFTER_NUM_UPDATES, order=protocols.corruption_order(cfg.CORRUPTION.TYPE, cfg.CORRUPTION.ORDER_SEED),
                 order_seed=cfg.CORRUPTION.ORDER_SEED, delta_dirichlet=cfg.TEST.DELTA_DIRICHLET,
                 batch_size=cfg.TEST.BATCH_SIZE, num_ex=cfg.CORRUPTION.NUM_EX,
                 optimizer=cfg.OPTIM.METHOD, lr=cfg.OPTIM.LR, log=cfg.LOG_DEST)

@@ -15,14 +15,11 @@ Sources of the definitions (docs/protocols.md, docs/fidelity.md list every diffe
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable, Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
-
-logger = logging.getLogger(__name__)
 
 # CoTTA's gradual protocol: the first corruption enters at the largest shift and eases off,
 # every later one rises and falls again

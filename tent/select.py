@@ -11,7 +11,6 @@ table of the errors and writes the value with the lowest mean error as a config 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -21,8 +20,6 @@ import yaml
 
 from . import cifar10c, conf, report
 from .conf import ConfigError, VALIDATION_CORRUPTIONS
-
-logger = logging.getLogger(__name__)
 
 
 def split_sweep(opts: Sequence[str]) -> Tuple[str, List[Any], List[str]]:
