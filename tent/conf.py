@@ -232,6 +232,7 @@ _C.OPTIM.EPOCHS = 1
 
 def assert_protocol_cfg(c: CfgNode) -> None:
     """Checks of the evaluation-protocol keys (raises ConfigError naming the key)."""
+    from .protocols import RESET_SETTINGS  # imported here: keep conf light
     checks = [
         (c.SETTING in PROTOCOL_SETTINGS, "SETTING", f"must be one of {PROTOCOL_SETTINGS}"),
         (not c.MODEL.CONTINUAL or c.SETTING in ("reset_each_shift", "continual"), "MODEL.CONTINUAL",
@@ -247,9 +248,8 @@ def assert_protocol_cfg(c: CfgNode) -> None:
          "must be 1 with SETTING offline (its predicting pass has no window)"),
         (c.CORRUPTION.NUM_EX >= 1 or c.CORRUPTION.NUM_EX == -1, "CORRUPTION.NUM_EX",
          "must be >= 1, or -1 for every image"),
-        (c.MODEL.COPY_STATE or (c.MODEL.RESET_AFTER_NUM_UPDATES == 0 and effective_setting(c) in
-                                ("continual", "gradual", "mixed_domains", "correlated",
-                                 "mixed_domains_correlated", "gradual_correlated")),
+        (c.MODEL.COPY_STATE or (c.MODEL.RESET_AFTER_NUM_UPDATES == 0
+                                and effective_setting(c) not in RESET_SETTINGS),
          "MODEL.COPY_STATE", "can be False only with a setting that never resets"),
     ]
     for ok, key, message in checks:
