@@ -20,6 +20,7 @@ import yaml
 
 from . import cifar10c, conf, report
 from .conf import ConfigError, VALIDATION_CORRUPTIONS
+from .data import MissingResourceError
 
 
 def split_sweep(opts: Sequence[str]) -> Tuple[str, List[Any], List[str]]:
@@ -106,7 +107,7 @@ def select(cfg_file: str, opts: Sequence[str], out: Optional[str] = None) -> Tup
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command-line entry point; returns the exit status (2: bad arguments or config)."""
+    """Command-line entry point; returns the exit status (2: bad arguments or config, 1: missing data)."""
     parser = argparse.ArgumentParser(description="Choose a tent hyperparameter on the 4 held-out corruptions.")
     parser.add_argument("--cfg", required=True, help="config file")
     parser.add_argument("--out", default=None, help="snippet to write (default SAVE_DIR/selected_<KEY>.yaml)")
@@ -117,6 +118,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except MissingResourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
