@@ -60,6 +60,9 @@ def test_reset_each_shift_plan_is_the_reference_loop():
     assert [(p.name, p.severity, p.reset) for p in pieces] == [("a", 5, True), ("b", 5, True),
                                                                ("a", 3, True), ("b", 3, True)]
     assert not any(p.reset for p in protocols.plan("continual", ["a", "b"], [5, 3]))
+    for setting in ("reset_each_shift_correlated", "offline"):
+        assert protocols.plan(setting, ["a", "b"], [5, 3]) == pieces
+    assert protocols.plan("correlated", ["a", "b"], [5, 3]) == protocols.plan("continual", ["a", "b"], [5, 3])
 
 
 def test_gradual_visits_cotta_severity_sequence_without_resets():
