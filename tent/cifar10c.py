@@ -238,7 +238,7 @@ def evaluate_model(model: nn.Module, method: str, pieces: Sequence[protocols.Pie
                    device: torch.device) -> Dict[str, List[report.PieceResult]]:
     """One method on its pieces of the stream, in order; offline adds '<method>_online'."""
     model = wrap_single_sample(model, method)
-    if not any(p.reset for p in pieces):
+    if not any(p.reset for p in pieces) and not cfg.MODEL.RESET_AFTER_NUM_UPDATES:
         logger.info("continual adaptation: the model is never reset")
     counter = UpdateCounter(model)
     done: Dict[str, List[report.PieceResult]] = {method: []}
@@ -250,15 +250,22 @@ def evaluate_model(model: nn.Module, method: str, pieces: Sequence[protocols.Pie
                                     cfg.RNG_SEED)
         desc = f"{method} {piece.name}{piece.severity}"
         if effective_setting(cfg) == "offline" and method != "source":
-            online = [run_pass(model, data, device, counter, f"{desc} epoch {e + 1}")
-                      for e in range(cfg.OPTIM.EPOCHS)][0]
+            online, correct = adapt_then_predict(model, data, device, counter, desc)
             done.setdefault(f"{method}_online", []).append(piece_result(piece, data, online))
-            correct = run_pass(model, data, device, None, f"{desc} predict")
         else:
             correct = run_pass(model, data, device, counter, desc)
         done[method].append(piece_result(piece, data, correct))
         log_piece(done[method][-1])
     return done
+
+
+def adapt_then_predict(model: nn.Module, data: protocols.PieceData, device: torch.device,
+                       counter: "UpdateCounter", desc: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Offline: OPTIM.EPOCHS adapting passes, then a predicting pass; (first pass, final) correctness."""
+    online = run_pass(model, data, device, counter, f"{desc} epoch 1")
+    for epoch in range(1, cfg.OPTIM.EPOCHS):
+        run_pass(model, data, device, counter, f"{desc} epoch {epoch + 1}")
+    return online, run_pass(model, data, device, None, f"{desc} predict")
 
 
 class UpdateCounter:
