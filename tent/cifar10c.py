@@ -6,8 +6,11 @@ As the reference: robustbench's `load_model` and corruption loaders (chosen by
 CORRUPTION.DATASET), model and optimizer reset before every corruption x severity, and the
 error of every corruption logged as `error % [<corruption><severity>]: <error>`. Beyond it:
 automatic device, a progress bar per corruption, several methods per run (MODEL.ADAPTATIONS),
-continual adaptation without resets (MODEL.CONTINUAL), and at the end a Markdown table in the
-reference README's format, CSV / JSON files, tensorboard scalars and a bar chart per method.
+the evaluation protocols of later work (SETTING, tent/protocols.py; MODEL.CONTINUAL True is
+SETTING continual), periodic resets (MODEL.RESET_AFTER_NUM_UPDATES), single-sample adaptation
+on a sliding window (tent/window.py), several processes under torchrun (tent/distributed.py),
+and at the end a Markdown table in the reference README's format, CSV / JSON files,
+tensorboard scalars, a bar chart per method and, for streams that are not reset, an error curve.
 """
 from __future__ import annotations
 
@@ -17,19 +20,24 @@ import sys
 import warnings
 from copy import deepcopy
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.optim as optim
 from tqdm import tqdm
 
-from . import errors, norm, report
+from . import distributed, errors, norm, protocols, report
 from . import tent as tent_lib
-from .conf import cfg, load_cfg_fom_args, methods
+from .conf import ConfigError, cfg, effective_setting, load_cfg_fom_args, methods, setup_logging
 from .data import load_corruption
+from .imagenetc import imagenetc_folder
 from .models import load_source_model
 from .tent import norm_layer_types
+from .window import SlidingWindow
+
+# CORRUPTION.NUM_EX -1: every test image (MNIST-C: its whole test split)
+FULL_SIZE = {"cifar10": 10000, "cifar100": 10000, "imagenet": 50000, "mnist": 10 ** 9}
 
 logger = logging.getLogger(__name__)
 
@@ -53,25 +61,70 @@ def mnist_model_cfg() -> Dict[str, object]:
 
 
 def evaluate(description: str, argv: Optional[Sequence[str]] = None) -> report.Results:
-    """Load the config, then adapt and evaluate every method on every corruption x severity."""
+    """Load the config, then adapt and evaluate every method on the stream of its SETTING."""
     load_cfg_fom_args(description, argv)
-    device = get_device(cfg.DEVICE)
-    logger.info("device: %s", device)
+    setting = effective_setting(cfg)
+    device = distributed.init(get_device(cfg.DEVICE))
+    if not distributed.is_main():  # one log per process; rank 0's holds the tables
+        setup_logging(os.path.join(cfg.SAVE_DIR, f"{run_stem()}_rank{distributed.rank()}.txt"))
+    check_processes(setting)
+    logger.info("device: %s, setting: %s", device, setting)
     if cfg.PERF.AMP and device.type != "cuda":
         logger.warning("PERF.AMP applies to CUDA only; running in float32 on %s", device)
-    base_model = load_source_model(cfg.MODEL.ARCH, cfg.CKPT_DIR, cfg.CORRUPTION.DATASET,
-                                   cfg.DATA_DIR, mnist_model_cfg(), device, cfg.MODEL.TRUST_CHECKPOINT)
+    base_model = load_base_model(device)
+    pieces = protocols.plan(setting, protocols.corruption_order(cfg.CORRUPTION.TYPE, cfg.CORRUPTION.ORDER_SEED),
+                            severities_of(setting))
+    mine = distributed.shard(pieces, distributed.rank(), distributed.world_size())
     run_methods = methods(cfg)
-    results: report.Results = {}
-    writer = tensorboard_writer()
+    streams: Dict[str, Dict[int, report.PieceResult]] = {}
     for method in run_methods:
         # each method starts from the same source weights
         source = deepcopy(base_model) if len(run_methods) > 1 else base_model
         model = setup_model(method, prepare_model(source, device))
-        results[method] = evaluate_model(model, method, device, writer)
-    writer.close()
-    save_results(results)
+        for name, done in evaluate_model(model, method, [pieces[i] for i in mine], device).items():
+            streams[name] = dict(zip(mine, done))
+    results, ordered = gather_streams(streams)
+    if distributed.is_main():
+        save_results(results, ordered, setting)
+    distributed.close()
     return results
+
+
+def check_processes(setting: str) -> None:
+    """Several processes split independent pieces only; a sequential stream needs one process."""
+    if distributed.world_size() > 1 and setting not in protocols.RESET_SETTINGS:
+        raise ConfigError(f"SETTING {setting} is one sequential stream and needs one process "
+                          f"(launch one process per CORRUPTION.ORDER_SEED instead of torchrun)")
+
+
+def severities_of(setting: str) -> List[int]:
+    """CORRUPTION.SEVERITY, except for gradual, whose severities are CoTTA's sequence."""
+    if "gradual" in setting:
+        logger.info("gradual: severities %s for the first corruption, then %s for each next one "
+                    "(CORRUPTION.SEVERITY is not used)", protocols.GRADUAL_FIRST, protocols.GRADUAL_NEXT)
+    return list(cfg.CORRUPTION.SEVERITY)
+
+
+def load_base_model(device: torch.device) -> nn.Module:
+    """The source model; rank 0 loads (or trains) it first, so no two processes write the checkpoint."""
+    def load() -> nn.Module:
+        return load_source_model(cfg.MODEL.ARCH, cfg.CKPT_DIR, cfg.CORRUPTION.DATASET, cfg.DATA_DIR,
+                                 mnist_model_cfg(), device, cfg.MODEL.TRUST_CHECKPOINT)
+
+    model = load() if distributed.is_main() else None
+    distributed.barrier()
+    return model if model is not None else load()
+
+
+def gather_streams(streams: Dict[str, Dict[int, report.PieceResult]]
+                   ) -> Tuple[report.Results, Dict[str, List[report.PieceResult]]]:
+    """Pieces of all processes, in stream order, and the errors pooled per corruption x severity."""
+    merged: Dict[str, Dict[int, report.PieceResult]] = {}
+    for part in distributed.gather(streams):
+        for name, done in part.items():
+            merged.setdefault(name, {}).update(done)
+    ordered = {name: [done[i] for i in sorted(done)] for name, done in merged.items()}
+    return {name: report.pooled_errors(p) for name, p in ordered.items()}, ordered
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -162,10 +215,8 @@ def setup_optimizer(params: List[nn.Parameter]) -> optim.Optimizer:
 
 
 def reset_model(model: nn.Module) -> None:
-    """Reset adaptation for each combination of corruption x severity, unless continual."""
+    """Reset adaptation: before a piece of a resetting setting, or after RESET_AFTER_NUM_UPDATES."""
     # note: for evaluation protocol, but not necessarily needed
-    if cfg.MODEL.CONTINUAL:
-        return
     if hasattr(model, "reset"):
         model.reset()
         logger.info("resetting model")
@@ -173,42 +224,144 @@ def reset_model(model: nn.Module) -> None:
         logger.warning("not resetting model")
 
 
-def evaluate_model(model: nn.Module, method: str, device: torch.device,
-                   writer) -> Dict[int, Dict[str, float]]:
-    """Error of one (adapting) model on each severity and type of corruption in turn."""
-    if cfg.MODEL.CONTINUAL:
+def wrap_single_sample(model: nn.Module, method: str) -> nn.Module:
+    """With TEST.BATCH_SIZE 1 and TEST.WINDOW_LENGTH > 1, norm / tent adapt on a sliding window."""
+    if method != "source" and cfg.TEST.WINDOW_LENGTH > 1:
+        logger.info("single-sample adaptation on a sliding window of %d samples", cfg.TEST.WINDOW_LENGTH)
+        return SlidingWindow(model, cfg.TEST.WINDOW_LENGTH)
+    return model
+
+
+def evaluate_model(model: nn.Module, method: str, pieces: Sequence[protocols.Piece],
+                   device: torch.device) -> Dict[str, List[report.PieceResult]]:
+    """One method on its pieces of the stream, in order; offline adds '<method>_online'."""
+    model = wrap_single_sample(model, method)
+    if not any(p.reset for p in pieces) and not cfg.MODEL.RESET_AFTER_NUM_UPDATES:
         logger.info("continual adaptation: the model is never reset")
-    errors: Dict[int, Dict[str, float]] = {}
-    for severity in cfg.CORRUPTION.SEVERITY:
-        for i, corruption_type in enumerate(cfg.CORRUPTION.TYPE):
+    counter = UpdateCounter(model)
+    done: Dict[str, List[report.PieceResult]] = {method: []}
+    for piece in pieces:
+        if piece.reset:
             reset_model(model)
-            x_test, y_test = load_corruption(cfg.CORRUPTION.DATASET, cfg.CORRUPTION.NUM_EX, severity,
-                                             cfg.DATA_DIR, corruption_type, mnist_data_cfg())
-            acc = accuracy(model, x_test, y_test, cfg.TEST.BATCH_SIZE, device,
-                           desc=f"{method} {corruption_type}{severity}")
-            err = 1. - acc
-            logger.info(f"error % [{corruption_type}{severity}]: {err:.2%}")
-            errors.setdefault(severity, {})[corruption_type] = err
-            writer.add_scalar(f"error_{method}/severity_{severity}", 100 * err, i)
-        writer.add_scalar(f"error_{method}/mean", 100 * report.mean_error(errors[severity]), severity)
-    return errors
+            counter.updates = 0
+        data = protocols.piece_data(piece, effective_setting(cfg), load_part, cfg.TEST.DELTA_DIRICHLET,
+                                    cfg.RNG_SEED)
+        desc = f"{method} {piece.name}{piece.severity}"
+        if effective_setting(cfg) == "offline" and method != "source":
+            online, correct = adapt_then_predict(model, data, device, counter, desc)
+            done.setdefault(f"{method}_online", []).append(piece_result(piece, data, online))
+        else:
+            correct = run_pass(model, data, device, counter, desc)
+        done[method].append(piece_result(piece, data, correct))
+        log_piece(done[method][-1])
+    return done
+
+
+def adapt_then_predict(model: nn.Module, data: protocols.PieceData, device: torch.device,
+                       counter: "UpdateCounter", desc: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Offline: OPTIM.EPOCHS adapting passes, then a predicting pass; (first pass, final) correctness."""
+    online = run_pass(model, data, device, counter, f"{desc} epoch 1")
+    for epoch in range(1, cfg.OPTIM.EPOCHS):
+        run_pass(model, data, device, counter, f"{desc} epoch {epoch + 1}")
+    return online, run_pass(model, data, device, None, f"{desc} predict")
+
+
+class UpdateCounter:
+    """Counts the model's updates and resets it every MODEL.RESET_AFTER_NUM_UPDATES (RDumb)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.updates, self.every = model, 0, cfg.MODEL.RESET_AFTER_NUM_UPDATES
+
+    def after_batch(self) -> None:
+        """Add the updates of the last forward; reset once `every` of them were made."""
+        self.updates += updates_of(self.model)
+        if self.every and self.updates >= self.every:
+            logger.info("periodic reset after %d updates", self.updates)
+            reset_model(self.model)
+            self.updates = 0
+
+
+def updates_of(model: nn.Module) -> int:
+    """Updates one forward of the model made: tent's steps, one for norm, none for source."""
+    if isinstance(model, SlidingWindow):
+        return updates_of(model.model) if model.updated else 0
+    if isinstance(model, tent_lib.Tent):
+        return model.steps
+    return 1 if isinstance(model, norm.Norm) else 0
+
+
+def forward(model: nn.Module, x: torch.Tensor, adapt: bool) -> torch.Tensor:
+    """Outputs for a batch: adapting (as the reference, outputs from before the update), or not."""
+    if not adapt:  # offline prediction: the adapted network, batch statistics, no update
+        return (model.model if isinstance(model, (tent_lib.Tent, norm.Norm)) else model)(x)
+    outputs = model(x)
+    if cfg.MODEL.PREDICT_AFTER_UPDATE and isinstance(model, tent_lib.Tent):
+        outputs = model.model(x)  # a second forward with the updated parameters
+    return outputs
+
+
+def run_pass(model: nn.Module, data: protocols.PieceData, device: torch.device,
+             counter: Optional[UpdateCounter], desc: str = "") -> torch.Tensor:
+    """Correct (bool) per sample of one pass over a piece; adapts unless counter is None."""
+    total = -(-len(data) // cfg.TEST.BATCH_SIZE)
+    return correct_per_sample(model, data.batches(cfg.TEST.BATCH_SIZE), device, counter is not None,
+                              counter.after_batch if counter else None, desc, total)
+
+
+def correct_per_sample(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
+                       device: torch.device, adapt: bool = True, after_batch: Optional[Callable[[], None]] = None,
+                       desc: str = "", total: Optional[int] = None) -> torch.Tensor:
+    """Correct (bool, on the CPU) per sample over batches in order; norm and tent adapt as they predict."""
+    amp = cfg.PERF.AMP and device.type == "cuda"
+    memory_format = torch.channels_last if cfg.PERF.CHANNELS_LAST else torch.contiguous_format
+    correct = []
+    with torch.no_grad():
+        for x_curr, y_curr in tqdm(batches, total=total, desc=desc, leave=False, disable=None):
+            x_curr = x_curr.to(device).contiguous(memory_format=memory_format)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                output = forward(model, x_curr, adapt)
+            correct.append((output.max(1)[1] == y_curr.to(device)).cpu())
+            if after_batch is not None:
+                after_batch()
+    return torch.cat(correct)
+
+
+def piece_result(piece: protocols.Piece, data: protocols.PieceData, correct: torch.Tensor) -> report.PieceResult:
+    """Counts per corruption and the per-batch error of one pass over a piece."""
+    k = len(piece.corruptions)
+    right = torch.bincount(data.domains[correct], minlength=k).tolist()
+    total = torch.bincount(data.domains, minlength=k).tolist()
+    batch_errors = [1. - b.float().mean().item() for b in correct.split(cfg.TEST.BATCH_SIZE)]
+    return report.PieceResult(piece.name, piece.severity, list(piece.corruptions), right, total, batch_errors)
+
+
+def log_piece(result: report.PieceResult) -> None:
+    """The reference's log line per piece (and, for mixed pieces, one per corruption)."""
+    logger.info(f"error % [{result.name}{result.severity}]: {result.error:.2%}")
+    if len(result.corruptions) > 1:
+        for c, right, n in zip(result.corruptions, result.correct, result.total):
+            logger.info(f"  error % [{c}{result.severity}] in the mixed stream: {1 - right / max(1, n):.2%}")
+
+
+def num_examples() -> int:
+    """CORRUPTION.NUM_EX, with -1 meaning every image of the test set."""
+    return cfg.CORRUPTION.NUM_EX if cfg.CORRUPTION.NUM_EX != -1 else FULL_SIZE[cfg.CORRUPTION.DATASET]
+
+
+def load_part(corruption: str, severity: int):
+    """One corruption x severity: (x, y) tensors, or ImageNet-C's full folder for NUM_EX -1."""
+    if cfg.CORRUPTION.DATASET == "imagenet" and cfg.CORRUPTION.NUM_EX == -1:
+        return imagenetc_folder(cfg.DATA_DIR, corruption, severity)
+    return load_corruption(cfg.CORRUPTION.DATASET, num_examples(), severity, cfg.DATA_DIR, corruption,
+                           mnist_data_cfg())
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
              device: torch.device, desc: str = "") -> float:
     """Accuracy over x in batches, in order; norm and tent adapt on each batch as they predict it."""
-    amp = cfg.PERF.AMP and device.type == "cuda"
-    memory_format = torch.channels_last if cfg.PERF.CHANNELS_LAST else torch.contiguous_format
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    starts = range(0, x.shape[0], batch_size)
-    with torch.no_grad():
-        for start in tqdm(starts, desc=desc, leave=False, disable=None):
-            x_curr = x[start:start + batch_size].to(device).contiguous(memory_format=memory_format)
-            y_curr = y[start:start + batch_size].to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                output = model(x_curr)
-            correct += (output.max(1)[1] == y_curr).sum()
-    return correct.item() / x.shape[0]
+    batches = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, x.shape[0], batch_size))
+    correct = correct_per_sample(model, batches, device, desc=desc, total=-(-x.shape[0] // batch_size))
+    return int(correct.sum()) / x.shape[0]
 
 
 def run_stem() -> str:
@@ -223,23 +376,49 @@ def tensorboard_writer():
     return SummaryWriter(log_dir=str(Path(cfg.SAVE_DIR) / "tensorboard" / run_stem()))
 
 
-def save_results(results: report.Results) -> None:
-    """Log the Markdown table per severity; write CSV, JSON and one bar chart per method."""
+def save_results(results: report.Results, streams: Dict[str, List[report.PieceResult]], setting: str) -> None:
+    """Log the Markdown table per severity; write CSV, JSON, bar charts, tensorboard, and the stream."""
     save_dir, stem = Path(cfg.SAVE_DIR), run_stem()
     dataset, arch = cfg.CORRUPTION.DATASET, cfg.MODEL.ARCH
     for severity in report.severities(results):
-        logger.info("error (%%) on %s corruptions, severity %d, model %s:\n%s",
-                    dataset, severity, arch, report.markdown_table(results, severity))
+        logger.info("error (%%) on %s corruptions, severity %d, model %s, setting %s:\n%s",
+                    dataset, severity, arch, setting, report.markdown_table(results, severity))
+    for method, pieces in streams.items():
+        logger.info("mean error over the stream's %d pieces, %s: %.2f%%", len(pieces), method,
+                    100 * report.stream_mean(pieces))
     report.write_csv(results, save_dir / f"{stem}_results.csv")
-    meta = dict(dataset=dataset, arch=arch, methods=list(results), continual=cfg.MODEL.CONTINUAL,
-                episodic=cfg.MODEL.EPISODIC, batch_size=cfg.TEST.BATCH_SIZE, num_ex=cfg.CORRUPTION.NUM_EX,
+    meta = dict(dataset=dataset, arch=arch, methods=list(results), setting=setting,
+                continual=setting != "reset_each_shift", episodic=cfg.MODEL.EPISODIC,
+                reset_after_num_updates=cfg.MODEL.RESET_AFTER_NUM_UPDATES, order=protocols.corruption_order(cfg.CORRUPTION.TYPE, cfg.CORRUPTION.ORDER_SEED),
+                order_seed=cfg.CORRUPTION.ORDER_SEED, delta_dirichlet=cfg.TEST.DELTA_DIRICHLET,
+                batch_size=cfg.TEST.BATCH_SIZE, num_ex=cfg.CORRUPTION.NUM_EX,
                 optimizer=cfg.OPTIM.METHOD, lr=cfg.OPTIM.LR, log=cfg.LOG_DEST)
     report.write_json(results, save_dir / f"{stem}_results.json", meta)
+    report.write_stream_json(streams, save_dir / f"{stem}_stream.json", meta)
+    outputs = [f"{stem}_results.csv", f"{stem}_results.json", f"{stem}_stream.json"]
     for method, errors in results.items():
-        report.plot_errors(errors, f"{method}: {dataset} corruptions, {arch}", save_dir / f"{stem}_{method}.png")
-    logger.info("results: %s", ", ".join(str(save_dir / f"{stem}_{suffix}")
-                                        for suffix in ["results.csv", "results.json"]
-                                        + [f"{m}.png" for m in results]))
+        report.plot_errors(errors, f"{method}: {dataset} corruptions, {arch}, {setting}", save_dir / f"{stem}_{method}.png")
+        outputs.append(f"{stem}_{method}.png")
+    if setting not in protocols.RESET_SETTINGS or cfg.MODEL.RESET_AFTER_NUM_UPDATES:
+        report.plot_curves(streams, f"{dataset}, {arch}, {setting}: error along the stream",
+                           save_dir / f"{stem}_curve.png")
+        outputs.append(f"{stem}_curve.png")
+    write_tensorboard(results, streams)
+    logger.info("results: %s", ", ".join(str(save_dir / name) for name in outputs))
+
+
+def write_tensorboard(results: report.Results, streams: Dict[str, List[report.PieceResult]]) -> None:
+    """Scalars per method: error per corruption and severity, the mean, and the per-batch error."""
+    writer = tensorboard_writer()
+    for method, per_severity in results.items():
+        for severity, errors in per_severity.items():
+            for i, err in enumerate(errors.values()):
+                writer.add_scalar(f"error_{method}/severity_{severity}", 100 * err, i)
+            writer.add_scalar(f"error_{method}/mean", 100 * report.mean_error(errors), severity)
+        batch_errors = [e for p in streams[method] for e in p.batch_errors]
+        for step, err in enumerate(batch_errors):
+            writer.add_scalar(f"error_{method}/batch", 100 * err, step)
+    writer.close()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -203,6 +203,49 @@ _C.LOG_TIME = ''
 # extra: device, 'auto' (CUDA when available, else CPU) or any torch device string
 _C.DEVICE = 'auto'
 
+# ------------------- Evaluation protocols (extra, issue 9) ----------------- #
+# The settings of later test-time adaptation work (mariodoebler/test-time-adaptation's
+# SETTING, CoTTA's gradual protocol, RDumb's periodic reset, the paper's offline tent); the
+# defaults reproduce the reference protocol. See docs/protocols.md.
+PROTOCOL_SETTINGS = (
+    "reset_each_shift",             # reference: reset before every corruption x severity
+    "continual",                    # never reset (MODEL.CONTINUAL True is an alias)
+    "gradual",                      # CoTTA: severities 5..1, then 1..5..1 per corruption, never reset
+    "mixed_domains",                # all corruptions of a severity shuffled into one stream
+    "correlated",                   # continual, classes in a Dirichlet order (TEST.DELTA_DIRICHLET)
+    "mixed_domains_correlated",     # mixed_domains + Dirichlet class order
+    "gradual_correlated",           # gradual + Dirichlet class order
+    "reset_each_shift_correlated",  # reset_each_shift + Dirichlet class order
+    "offline",                      # tent paper: OPTIM.EPOCHS passes per corruption, then predict
+)
+_C.SETTING = "reset_each_shift"
+
+# Reset the model every N updates, combinable with any setting (RDumb); 0: never
+_C.MODEL.RESET_AFTER_NUM_UPDATES = 0
+
+# Predict with a second forward after the update (the reference returns the outputs of the
+# forward before the update, tent issues 3 and 20); tent only, off by default
+_C.MODEL.PREDICT_AFTER_UPDATE = False
+
+# Shuffle the order of CORRUPTION.TYPE with this seed (CoTTA's orders); -1: the given order
+_C.CORRUPTION.ORDER_SEED = -1
+
+# Concentration of the Dirichlet class order of the *_correlated settings (NOTE / RoTTA);
+# 0: sorted by class label (mariodoebler's convention)
+_C.TEST.DELTA_DIRICHLET = 0.0
+
+# With TEST.BATCH_SIZE 1: adapt on a sliding window of the last WINDOW_LENGTH samples
+# (mariodoebler's single-sample adaptation); 1: batch norm sees the single sample alone
+_C.TEST.WINDOW_LENGTH = 1
+
+# SETTING offline: passes over each corruption's test set before the predicting pass
+_C.OPTIM.EPOCHS = 1
+
+
+def effective_setting(c: CfgNode) -> str:
+    """SETTING, with MODEL.CONTINUAL True read as SETTING continual (the older key)."""
+    return "continual" if c.MODEL.CONTINUAL else c.SETTING
+
 # --------------------------------- Default config -------------------------- #
 _CFG_DEFAULT = _C.clone()
 _CFG_DEFAULT.freeze()
@@ -210,7 +253,7 @@ _CFG_DEFAULT.freeze()
 ADAPTATIONS = ("source", "norm", "tent")
 OPTIMIZERS = ("Adam", "SGD")
 DATASETS = ("cifar10", "cifar100", "imagenet", "mnist")
-# imagecorruptions' 4 held-out validation corruptions (Hendrycks & Dietterich), mnist only
+# the 4 held-out validation corruptions (Hendrycks & Dietterich), for choosing hyperparameters
 VALIDATION_CORRUPTIONS = ('speckle_noise', 'gaussian_blur', 'spatter', 'saturate')
 SEED_LIMIT = 2 ** 32  # numpy's seeds are 32-bit
 _MISSING = object()
@@ -314,10 +357,8 @@ def merge_from_list(opts: Sequence[str]) -> None:
 # Add a row for every new key with a restricted range.
 
 def corruption_names(dataset: str) -> Tuple[str, ...]:
-    """Corruption types a dataset provides."""
-    if dataset == "mnist":
-        return ROBUSTBENCH_CORRUPTIONS + VALIDATION_CORRUPTIONS
-    return ROBUSTBENCH_CORRUPTIONS
+    """Corruption types a dataset provides (CIFAR-10-C / CIFAR-100-C / ImageNet-C ship the 4 held-out ones too)."""
+    return ROBUSTBENCH_CORRUPTIONS + VALIDATION_CORRUPTIONS
 
 
 def methods(c: CfgNode = _C) -> List[str]:
@@ -337,6 +378,12 @@ def _norm_layers_ok(names: List[str], c: CfgNode) -> bool:
     except (ValueError, TypeError):
         return False
     return True
+
+
+def _never_resets(c: CfgNode) -> bool:
+    """The setting never resets the model, so no copy of its state is needed."""
+    from .protocols import RESET_SETTINGS  # imported here: keep conf light
+    return c.MODEL.RESET_AFTER_NUM_UPDATES == 0 and effective_setting(c) not in RESET_SETTINGS
 
 
 def _device_ok(name: str) -> bool:
@@ -381,8 +428,13 @@ RULES: Dict[str, Rule] = {
     "MODEL.ADAPTATIONS": (lambda v, c: all(m in ADAPTATIONS for m in v), f"a list of methods from {ADAPTATIONS}"),
     "MODEL.ARCH": (lambda v, c: c.CORRUPTION.DATASET != "mnist" or v == "MnistCNN",
                    "MnistCNN for CORRUPTION.DATASET mnist"),
-    "MODEL.COPY_STATE": (lambda v, c: v or (c.MODEL.CONTINUAL and not c.MODEL.EPISODIC),
-                         "True unless MODEL.CONTINUAL is True and MODEL.EPISODIC False"),
+    "MODEL.COPY_STATE": (lambda v, c: v or (_never_resets(c) and not c.MODEL.EPISODIC),
+                         "True unless the setting never resets (no reset_each_shift, no "
+                         "MODEL.RESET_AFTER_NUM_UPDATES) and MODEL.EPISODIC is False"),
+    "MODEL.CONTINUAL": (lambda v, c: not v or c.SETTING in ("reset_each_shift", "continual"),
+                        "False with a SETTING other than continual (it is an alias of SETTING continual)"),
+    "MODEL.RESET_AFTER_NUM_UPDATES": _at_least(0),
+    "SETTING": _one_of(PROTOCOL_SETTINGS),
     "MODEL.NORM_LAYERS": (_norm_layers_ok, "a non-empty list of normalisation layer names "
                           "(BatchNorm1d/2d/3d, SyncBatchNorm; GroupNorm, LayerNorm for tent only)"),
     "CORRUPTION.DATASET": _one_of(DATASETS),
@@ -390,8 +442,9 @@ RULES: Dict[str, Rule] = {
                         lambda c: f"a non-empty list of corruptions from {corruption_names(c.CORRUPTION.DATASET)}"),
     "CORRUPTION.SEVERITY": (lambda v, c: bool(v) and all(type(s) is int and 1 <= s <= 5 for s in v),
                             "a non-empty list of severities from 1 to 5"),
-    "CORRUPTION.NUM_EX": (lambda v, c: v >= 1 and (c.CORRUPTION.DATASET != "imagenet" or v <= 5000),
-                          ">= 1 (and <= 5000 for imagenet, robustbench's limit)"),
+    "CORRUPTION.NUM_EX": (lambda v, c: (v >= 1 or v == -1) and (c.CORRUPTION.DATASET != "imagenet" or v <= 5000),
+                          ">= 1, or -1 for every image (and <= 5000 for imagenet's robustbench list)"),
+    "CORRUPTION.ORDER_SEED": _in(-1, SEED_LIMIT),
     "BN.EPS": _above(0),
     "BN.MOM": _in(0, 1),
     "OPTIM.STEPS": _at_least(1),
@@ -404,7 +457,12 @@ RULES: Dict[str, Rule] = {
                        or (c.OPTIM.MOMENTUM > 0 and c.OPTIM.DAMPENING == 0),
                        "False for SGD unless OPTIM.MOMENTUM > 0 and OPTIM.DAMPENING is 0 (torch's rule)"),
     "OPTIM.WD": _at_least(0),
+    "OPTIM.EPOCHS": _at_least(1),
     "TEST.BATCH_SIZE": _at_least(1),
+    "TEST.DELTA_DIRICHLET": _at_least(0),
+    "TEST.WINDOW_LENGTH": (lambda v, c: v == 1 or (v > 1 and c.TEST.BATCH_SIZE == 1 and c.SETTING != "offline"),
+                           "1, or > 1 only with TEST.BATCH_SIZE 1 and a SETTING other than offline "
+                           "(it is the single-sample sliding window)"),
     "MNISTC.NUM_TRAIN": _in(1, mnistc.NUM_IMAGES),
     "MNISTC.SEED": _in(0, SEED_LIMIT),
     "MNISTC.WIDTH": _at_least(1),

@@ -1,13 +1,17 @@
 """Result reporting: the reference README's Markdown table, CSV / JSON files and bar charts.
 
 `results[method][severity][corruption]` holds the error as a fraction (0.186 = 18.6 %).
+Every evaluation protocol (tent/protocols.py) reports through the same table: a stream's pieces
+(`PieceResult`) are pooled per corruption x severity; for settings that never reset, a per-batch
+error curve shows how the error drifts along the stream (continual collapse).
 """
 from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -99,6 +103,70 @@ def plot_errors(errors_by_severity: Dict[int, Dict[str, float]], title: str, pat
         ax.bar(x + (i - (len(sevs) - 1) / 2) * width, values, width, label=f"severity {s}")
     ax.set_xticks(x, ["mean"] + [short_name(c) for c in corruptions], rotation=60, ha="right")
     ax.set_ylabel("error (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@dataclass
+class PieceResult:
+    """What one method got right on one piece of the stream (tent/protocols.Piece)."""
+    name: str                     # the corruption, or "mixed"
+    severity: int
+    corruptions: List[str]        # the corruptions in the piece
+    correct: List[int]            # per corruption: correct predictions
+    total: List[int]              # per corruption: samples
+    batch_errors: List[float] = field(default_factory=list)  # per batch, fraction wrong
+
+    @property
+    def error(self) -> float:
+        """Error over the whole piece."""
+        return 1. - sum(self.correct) / max(1, sum(self.total))
+
+
+def pooled_errors(pieces: Sequence[PieceResult]) -> Dict[int, Dict[str, float]]:
+    """errors[severity][corruption], pooled over every visit (gradual visits a severity twice)."""
+    counts: Dict[int, Dict[str, List[int]]] = {}
+    for p in pieces:
+        for c, right, n in zip(p.corruptions, p.correct, p.total):
+            pair = counts.setdefault(p.severity, {}).setdefault(c, [0, 0])
+            pair[0] += right
+            pair[1] += n
+    return {s: {c: 1. - right / max(1, n) for c, (right, n) in per.items()} for s, per in counts.items()}
+
+
+def stream_mean(pieces: Sequence[PieceResult]) -> float:
+    """Mean of the pieces' errors: the "mean error" of CoTTA's and mariodoebler's logs."""
+    return float(np.mean([p.error for p in pieces]))
+
+
+def write_stream_json(streams: Dict[str, List[PieceResult]], path: Path, meta: Dict[str, object]) -> None:
+    """Every piece of every method in stream order, with its per-batch errors."""
+    payload = {**meta, "stream_mean_error_percent": {m: 100 * stream_mean(p) for m, p in streams.items()},
+               "pieces": {m: [asdict(piece) for piece in pieces] for m, pieces in streams.items()}}
+    path.write_text(json.dumps(payload, indent=1))
+
+
+def plot_curves(streams: Dict[str, List[PieceResult]], title: str, path: Path, smooth: int = 5) -> None:
+    """Per-batch error along the stream for each method (moving mean), a line at each new piece."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for method, pieces in streams.items():
+        errors = np.array([e for p in pieces for e in p.batch_errors])
+        k = max(1, min(smooth, len(errors)))
+        ax.plot(np.convolve(100 * errors, np.ones(k) / k, mode="valid"), label=method, lw=1)
+    first = next(iter(streams.values()))
+    bounds = np.cumsum([len(p.batch_errors) for p in first])[:-1]
+    for b in bounds:
+        ax.axvline(b, color="grey", lw=0.3)
+    ax.set_xlabel("batch (grey lines: next corruption / severity)")
+    ax.set_ylabel(f"error (%), moving mean of {smooth}")
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.legend(fontsize="small")

@@ -1,0 +1,119 @@
+"""Choose a tent hyperparameter on the 4 held-out corruptions, as the tent maintainers advise (tent issue 4).
+
+    python -m tent.select --cfg cfgs/tent.yaml OPTIM.LR "[1e-4, 3e-4, 1e-3, 3e-3]"
+
+The one override whose value is a list (for a key that is not a list) is the sweep. Each value
+runs tent (cifar10c.evaluate, every other key from the config and overrides) on speckle_noise,
+gaussian_blur, spatter and saturate only, never on the 15 test corruptions; the command prints a
+table of the errors and writes the value with the lowest mean error as a config snippet
+(`--out`, default SAVE_DIR/selected_<KEY>.yaml) to merge into later runs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from . import cifar10c, conf, errors, report
+from .conf import ConfigError, VALIDATION_CORRUPTIONS
+
+
+def split_sweep(opts: Sequence[str]) -> Tuple[str, List[Any], List[str]]:
+    """(key, candidate values, the other overrides) from KEY VALUE pairs with one list-valued scalar key."""
+    if len(opts) % 2:
+        raise ConfigError(f"overrides must be KEY VALUE pairs; {opts[-1]} has no value")
+    sweeps, rest = [], []
+    for key, value in zip(opts[0::2], opts[1::2]):
+        default = default_of(key)
+        parsed = yaml.safe_load(value) if isinstance(value, str) else value
+        if not isinstance(default, list) and isinstance(parsed, list):
+            # typed as the key's default (YAML reads 1e-4 as a string)
+            sweeps.append((key, [conf._coerce(key, v, default, "the candidates") for v in parsed]))
+        else:
+            rest += [key, value]
+    if len(sweeps) != 1 or not sweeps[0][1]:
+        raise ConfigError("give exactly one key with a non-empty list of candidates, "
+                          "e.g. OPTIM.LR \"[1e-4, 1e-3]\"")
+    return sweeps[0][0], sweeps[0][1], rest
+
+
+def default_of(key: str) -> Any:
+    """The default value of a config key (ConfigError naming it if unknown)."""
+    node: Any = conf._CFG_DEFAULT
+    for part in key.split("."):
+        if not hasattr(node, "keys") or part not in node:
+            raise ConfigError(f"unknown config key {key} in the command-line overrides")
+        node = node[part]
+    return node
+
+
+def evaluate_candidate(cfg_file: str, key: str, value: Any, rest: Sequence[str], save_dir: Path
+                       ) -> Dict[str, float]:
+    """Tent's error on each held-out corruption (mean over the config's severities) for one value."""
+    out = save_dir / f"{key}_{value}"
+    results = cifar10c.evaluate("Hyperparameter selection.", [
+        "--cfg", cfg_file, *rest, key, str(value), "MODEL.ADAPTATIONS", "[tent]",
+        "CORRUPTION.TYPE", "[" + ", ".join(VALIDATION_CORRUPTIONS) + "]", "SAVE_DIR", str(out)])
+    per_severity = results["tent"]
+    return {c: sum(errs[c] for errs in per_severity.values()) / len(per_severity) for c in VALIDATION_CORRUPTIONS}
+
+
+def table(key: str, rows: Dict[Any, Dict[str, float]], chosen: Any) -> str:
+    """Markdown table: one row per candidate, mean and per-corruption error (%); the choice marked."""
+    lines = [f"| {key} | mean | " + " | ".join(VALIDATION_CORRUPTIONS) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in VALIDATION_CORRUPTIONS) + " |"]
+    for value, errors in rows.items():
+        cells = [f"{100 * report.mean_error(errors):.1f}"] + [f"{100 * errors[c]:.1f}" for c in VALIDATION_CORRUPTIONS]
+        mark = " (chosen)" if value == chosen else ""
+        lines.append(f"| {value}{mark} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_snippet(path: Path, key: str, value: Any, cfg_file: str) -> None:
+    """The chosen value as a nested YAML config snippet, written atomically."""
+    tree: Dict[str, Any] = {}
+    node = tree
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    text = (f"# {key} chosen by tent.select on the held-out corruptions {', '.join(VALIDATION_CORRUPTIONS)}\n"
+            f"# (base config {cfg_file})\n" + yaml.safe_dump(tree, default_flow_style=False))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def select(cfg_file: str, opts: Sequence[str], out: Optional[str] = None) -> Tuple[Any, Dict[Any, Dict[str, float]]]:
+    """Run every candidate; returns the chosen value and each candidate's held-out errors."""
+    key, values, rest = split_sweep(opts)
+    conf.reset_cfg()
+    conf.merge_from_file(cfg_file)
+    conf.merge_from_list(rest)
+    save_dir = Path(conf.cfg.SAVE_DIR) / "select"
+    rows = {v: evaluate_candidate(cfg_file, key, v, rest, save_dir) for v in values}
+    chosen = min(rows, key=lambda v: report.mean_error(rows[v]))
+    print(table(key, rows, chosen))
+    path = Path(out) if out else Path(conf.cfg.SAVE_DIR) / f"selected_{key}.yaml"
+    write_snippet(path, key, chosen, cfg_file)
+    print(f"chosen {key} {chosen}: written to {path}")
+    return chosen, rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command-line entry point; returns the exit status (2: bad arguments or config, 1: missing data)."""
+    parser = argparse.ArgumentParser(description="Choose a tent hyperparameter on the 4 held-out corruptions.")
+    parser.add_argument("--cfg", required=True, help="config file")
+    parser.add_argument("--out", default=None, help="snippet to write (default SAVE_DIR/selected_<KEY>.yaml)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides; one KEY with a list")
+    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    return errors.exit_status(lambda: select(args.cfg, args.opts, args.out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

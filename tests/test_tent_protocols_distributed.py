@@ -1,0 +1,64 @@
+"""tent.distributed: torchrun with 2 gloo CPU processes gives exactly the single-process table."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tent import cifar10c, distributed
+from tent.conf import cfg
+from test_tent_helpers import fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("fresh_cfg")
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """MODEL:
+  ARCH: MnistCNN
+  ADAPTATIONS: [source, norm, tent]
+TEST:
+  BATCH_SIZE: 20
+CORRUPTION:
+  DATASET: mnist
+  NUM_EX: 40
+  SEVERITY: [5, 3]
+  TYPE: [gaussian_noise, shot_noise, contrast]
+OPTIM:
+  LR: 1e-2
+MNISTC:
+  NUM_TRAIN: 500
+  WIDTH: 4
+  EPOCHS: 1
+  BATCH_SIZE: 100
+"""
+
+
+def test_single_process_gathers_its_own_results():
+    assert distributed.world_size() == 1 and distributed.is_main()
+    assert distributed.gather({"a": 1}) == [{"a": 1}]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["reset_each_shift", "offline"])
+def test_two_gloo_processes_give_the_single_process_table(tmp_path, mnist_data_dir, setting):
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(TINY)
+    common = ["DATA_DIR", mnist_data_dir, "CKPT_DIR", str(tmp_path / "ckpt"), "DEVICE", "cpu", "SETTING", setting]
+    single = cifar10c.evaluate("test", ["--cfg", str(cfg_file), *common, "SAVE_DIR", str(tmp_path / "one")])
+    one_log = (tmp_path / "one" / cfg.LOG_DEST).read_text()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(REPO / "cifar10c.py"), "--cfg", str(cfg_file), *common, "SAVE_DIR", str(tmp_path / "two")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (two_json,) = (tmp_path / "two").glob("*_results.json")
+    two = json.loads(two_json.read_text())["error_percent"]
+    assert {m: {s: {c: e for c, e in errs.items() if c != "mean"} for s, errs in per.items()}
+            for m, per in two.items()} == {m: {str(s): {c: 100 * e for c, e in errs.items()} for s, errs in per.items()}
+                                           for m, per in single.items()}
+    # the same Markdown tables in rank 0's log; rank 1 logs to its own file
+    (two_log,) = [p for p in (tmp_path / "two").glob("tiny_*.txt") if "_rank" not in p.name]
+    assert list((tmp_path / "two").glob("tiny_*_rank1.txt"))
+    tables = [line for line in two_log.read_text().splitlines() if line.startswith("| ")]
+    assert tables and tables == [line for line in one_log.splitlines() if line.startswith("| ")]
