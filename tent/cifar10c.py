@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.optim as optim
 from tqdm import tqdm
 
-from . import norm, report
+from . import norm, report, seeds
 from . import tent as tent_lib
 from .conf import ConfigError, cfg, load_cfg_fom_args, methods
 from .data import MissingResourceError, load_corruption
@@ -43,13 +43,14 @@ def get_device(name: str = "auto") -> torch.device:
 
 def mnist_data_cfg() -> Dict[str, int]:
     """MNIST-C split settings (used by the data loader and the source model alike)."""
-    return dict(num_train=cfg.MNISTC.NUM_TRAIN, seed=cfg.MNISTC.SEED)
+    return dict(num_train=cfg.MNISTC.NUM_TRAIN, seed=cfg.MNISTC.SEED, params=cfg.MNISTC.PARAMS)
 
 
 def mnist_model_cfg() -> Dict[str, object]:
     """MNIST-C source-model training settings."""
     return dict(mnist_data_cfg(), width=cfg.MNISTC.WIDTH, epochs=cfg.MNISTC.EPOCHS,
-                batch_size=cfg.MNISTC.BATCH_SIZE, lr=cfg.MNISTC.LR)
+                batch_size=cfg.MNISTC.BATCH_SIZE, lr=cfg.MNISTC.LR,
+                train_seed=cfg.MNISTC.SEEDS[0])  # the first seed; seeds.py runs the others
 
 
 def evaluate(description: str, argv: Optional[Sequence[str]] = None) -> report.Results:
@@ -250,7 +251,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     warnings.filterwarnings("ignore", message="(The parameter 'pretrained'|Arguments other than a weight enum)",
                             category=UserWarning)
     try:
-        evaluate("CIFAR-10-C evaluation.", argv)
+        seeds.evaluate_seeds(evaluate, "CIFAR-10-C evaluation.", argv)  # evaluate() once per MNISTC.SEEDS entry
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

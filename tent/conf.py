@@ -165,6 +165,18 @@ _C.MNISTC.EPOCHS = 8
 _C.MNISTC.BATCH_SIZE = 64
 _C.MNISTC.LR = 3e-3
 
+# --- begin: offline benchmark parameter sets, seeds and the digit shift (issue 10) ---
+# Corruption parameters: 'cifar' (CIFAR-10-C's own 32-px values from hendrycks/robustness
+# make_cifar_c.py, tent/corruptions.py) or 'imagenet' (imagecorruptions' 224-px ImageNet-C values,
+# the benchmark's first version); each set is cached in its own folder under DATA_DIR/MNIST-C
+_C.MNISTC.PARAMS = 'cifar'
+
+# Training seeds of the source models (initialisation and batch order; the split and the corrupted
+# data stay fixed by MNISTC.SEED), each cached in its own checkpoint. The command line runs one
+# evaluation per seed and prints mean +- std (tent/seeds.py); evaluate() itself uses the first.
+_C.MNISTC.SEEDS = [0]
+# --- end: issue 10 keys ---
+
 # ---------------------------------- Misc options --------------------------- #
 
 # Optional description of a config
@@ -197,7 +209,7 @@ _CFG_DEFAULT.freeze()
 
 ADAPTATIONS = ("source", "norm", "tent")
 OPTIMIZERS = ("Adam", "SGD")
-DATASETS = ("cifar10", "cifar100", "imagenet", "mnist")
+DATASETS = ("cifar10", "cifar100", "imagenet", "mnist", "digits2mnist", "mnist2digits")
 # imagecorruptions' 4 held-out validation corruptions (Hendrycks & Dietterich), mnist only
 VALIDATION_CORRUPTIONS = ('speckle_noise', 'gaussian_blur', 'spatter', 'saturate')
 
@@ -292,6 +304,8 @@ def corruption_names(dataset: str) -> Tuple[str, ...]:
     """Corruption types a dataset provides."""
     if dataset == "mnist":
         return ROBUSTBENCH_CORRUPTIONS + VALIDATION_CORRUPTIONS
+    if dataset in DIGIT_SHIFTS:
+        return DIGIT_SHIFT_TYPES
     return ROBUSTBENCH_CORRUPTIONS
 
 
@@ -330,6 +344,7 @@ def assert_and_infer_cfg(c: CfgNode = _C) -> None:
     require(c.CORRUPTION.DATASET != "mnist" or c.MODEL.ARCH == "MnistCNN",
             "MODEL.ARCH", "must be MnistCNN for CORRUPTION.DATASET mnist")
     require(0 < c.MNISTC.NUM_TRAIN < 5000, "MNISTC.NUM_TRAIN", "must be between 1 and 4999")
+    check_offline_benchmark(c)
     require(c.MODEL.COPY_STATE or (c.MODEL.CONTINUAL and not c.MODEL.EPISODIC), "MODEL.COPY_STATE",
             "can be False only with MODEL.CONTINUAL True and MODEL.EPISODIC False")
     # imported here: tent.tent imports nothing from this module, but keep conf light
@@ -349,6 +364,31 @@ def assert_and_infer_cfg(c: CfgNode = _C) -> None:
         require(device is not None, "DEVICE", "must be 'auto' or a torch device such as cpu or cuda:0")
         require(device.type != "cuda" or torch.cuda.is_available(), "DEVICE",
                 "asks for CUDA, which is not available here (use auto or cpu)")
+
+
+# --- begin: checks of the offline benchmark keys of issue 10 (PARAMS, SEEDS, digit shifts) ---
+MNISTC_PARAM_SETS = ("cifar", "imagenet")  # tent.mnistc.PARAM_SETS
+DIGIT_SHIFTS = ("digits2mnist", "mnist2digits")  # tent.digits.SHIFTS
+DIGIT_SHIFT_TYPES = ("clean",)  # tent.digits.TYPES: the target domain's clean images
+
+
+def check_offline_benchmark(c: CfgNode = _C) -> None:
+    """Range checks of MNISTC.PARAMS / SEEDS and the digit-shift datasets (ConfigError naming the key)."""
+    checks = [
+        (c.MNISTC.PARAMS in MNISTC_PARAM_SETS, "MNISTC.PARAMS", f"must be one of {MNISTC_PARAM_SETS}"),
+        (bool(c.MNISTC.SEEDS) and all(s >= 0 for s in c.MNISTC.SEEDS)
+         and len(set(c.MNISTC.SEEDS)) == len(c.MNISTC.SEEDS), "MNISTC.SEEDS",
+         "must list distinct training seeds >= 0"),
+        (c.CORRUPTION.DATASET not in DIGIT_SHIFTS or c.MODEL.ARCH == "MnistCNN", "MODEL.ARCH",
+         f"must be MnistCNN for CORRUPTION.DATASET {c.CORRUPTION.DATASET}"),
+    ]
+    for ok, key, message in checks:
+        if not ok:
+            value = c
+            for part in key.split("."):
+                value = value[part]
+            raise ConfigError(f"config key {key} {message}, got {value!r}")
+# --- end: checks of issue 10 ---
 
 
 def dump_cfg(cfg_dest: str = "config.yaml") -> str:
