@@ -71,7 +71,13 @@ def test_evaluate_end_to_end_writes_every_output(tmp_path, mnist_data_dir, ckpt_
         png = out / f"{stem}_{method}.png"
         assert png.read_bytes()[:4] == b"\x89PNG"
     assert list((out / "tensorboard" / stem).glob("events.out.tfevents.*"))
-    assert (Path(ckpt_dir) / "mnist" / "corruptions" / "MnistCNN.pt").is_file()
+    assert tiny_checkpoint(ckpt_dir).is_file()
+
+
+def tiny_checkpoint(ckpt_dir: str) -> Path:
+    """The tiny config's cached source model: keyed by its settings, beside the default MnistCNN.pt."""
+    (path,) = (Path(ckpt_dir) / "mnist" / "corruptions").glob("MnistCNN_seed0_*.pt")
+    return path
 
 
 ONE_SEVERITY = ("MODEL.ADAPTATIONS", "[tent]", "CORRUPTION.SEVERITY", "[5]")
@@ -79,7 +85,7 @@ ONE_SEVERITY = ("MODEL.ADAPTATIONS", "[tent]", "CORRUPTION.SEVERITY", "[5]")
 
 def test_evaluate_reuses_checkpoint_and_is_reproducible(tmp_path, mnist_data_dir, ckpt_dir):
     first, _ = run(tmp_path, mnist_data_dir, ckpt_dir, *ONE_SEVERITY)
-    ckpt = Path(ckpt_dir) / "mnist" / "corruptions" / "MnistCNN.pt"
+    ckpt = tiny_checkpoint(ckpt_dir)
     stamp = ckpt.stat().st_mtime_ns
     conf.reset_cfg()
     second, _ = run(tmp_path, mnist_data_dir, ckpt_dir, *ONE_SEVERITY)
