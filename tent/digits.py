@@ -17,6 +17,7 @@ rest for the in-domain clean accuracy) is stratified and shuffled with MNISTC.SE
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Tuple
 
 import numpy as np
@@ -43,12 +44,19 @@ def to_common_layout(images: np.ndarray) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
-def digit_images() -> Tuple[np.ndarray, np.ndarray]:
-    """All 1,797 sklearn digits in the common layout (uint8 NHWC) and their labels (int64)."""
+@lru_cache(maxsize=1)
+def _digit_images() -> Tuple[np.ndarray, np.ndarray]:
+    """sklearn's digits in the common layout, read and resampled once per process."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
     return to_common_layout(data.images), data.target.astype(np.int64)
+
+
+def digit_images() -> Tuple[np.ndarray, np.ndarray]:
+    """All 1,797 sklearn digits in the common layout (uint8 NHWC) and their labels (int64), as copies."""
+    x, y = _digit_images()
+    return x.copy(), y.copy()
 
 
 def load_split(num_train: int = NUM_TRAIN, seed: int = 0
