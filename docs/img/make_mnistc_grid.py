@@ -45,12 +45,15 @@ def draw(rows: list, clean: np.ndarray, title: str, out: str) -> None:
         axes[r, 0].text(-4, 16, name, ha="right", va="center", fontsize=7)
         for s, strip in enumerate(strips):
             axes[r, s].imshow(strip)
-            if r == 1:
-                axes[r, s].set_title(f"severity {s + 1}", fontsize=7)
+    for s in range(5):
+        axes[1, s].set_title(f"severity {s + 1}", fontsize=7, pad=2)
     fig.suptitle(title, fontsize=8)
-    fig.subplots_adjust(left=0.2, right=0.99, top=0.96, bottom=0.005, wspace=0.05, hspace=0.08)
-    fig.savefig(out, dpi=90)
+    fig.subplots_adjust(left=0.2, right=0.99, top=0.96, bottom=0.005, wspace=0.05, hspace=0.25)
+    fig.savefig(out, dpi=80)
     plt.close(fig)
+    from PIL import Image
+
+    Image.open(out).convert("RGB").quantize(colors=64).save(out, optimize=True)  # a small file for the docs
 
 
 def main() -> None:
