@@ -379,6 +379,8 @@ def check_offline_benchmark(c: CfgNode = _C) -> None:
         (bool(c.MNISTC.SEEDS) and all(s >= 0 for s in c.MNISTC.SEEDS)
          and len(set(c.MNISTC.SEEDS)) == len(c.MNISTC.SEEDS), "MNISTC.SEEDS",
          "must list distinct training seeds >= 0"),
+        (len(c.MNISTC.SEEDS) == 1 or c.CORRUPTION.DATASET in ("mnist",) + DIGIT_SHIFTS, "MNISTC.SEEDS",
+         "can list several seeds only for the offline benchmarks (mnist, digits2mnist, mnist2digits)"),
         (c.CORRUPTION.DATASET not in DIGIT_SHIFTS or c.MODEL.ARCH == "MnistCNN", "MODEL.ARCH",
          f"must be MnistCNN for CORRUPTION.DATASET {c.CORRUPTION.DATASET}"),
     ]
