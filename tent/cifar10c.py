@@ -41,7 +41,7 @@ def get_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def mnist_data_cfg() -> Dict[str, int]:
+def mnist_data_cfg() -> Dict[str, object]:
     """MNIST-C split settings (used by the data loader and the source model alike)."""
     return dict(num_train=cfg.MNISTC.NUM_TRAIN, seed=cfg.MNISTC.SEED, params=cfg.MNISTC.PARAMS)
 

@@ -367,9 +367,8 @@ def assert_and_infer_cfg(c: CfgNode = _C) -> None:
 
 
 # --- begin: checks of the offline benchmark keys of issue 10 (PARAMS, SEEDS, digit shifts) ---
-MNISTC_PARAM_SETS = ("cifar", "imagenet")  # tent.mnistc.PARAM_SETS
-DIGIT_SHIFTS = ("digits2mnist", "mnist2digits")  # tent.digits.SHIFTS
-DIGIT_SHIFT_TYPES = ("clean",)  # tent.digits.TYPES: the target domain's clean images
+from .digits import SHIFTS as DIGIT_SHIFTS, TYPES as DIGIT_SHIFT_TYPES  # noqa: E402  (light: numpy, torch)
+from .mnistc import PARAM_SETS as MNISTC_PARAM_SETS  # noqa: E402
 
 
 def check_offline_benchmark(c: CfgNode = _C) -> None:
