@@ -129,7 +129,9 @@ def read_checkpoint(path: Path, train_cfg: Dict[str, Any]) -> Dict[str, Any] | N
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         if not (isinstance(checkpoint, dict) and CHECKPOINT_KEYS <= checkpoint.keys()):
             raise ValueError("not an MnistCNN checkpoint")
-    except Exception as e:  # truncated, not a checkpoint, or pickled objects weights_only refuses
+        if checkpoint["train_cfg"] == train_cfg:  # the weights must fit the architecture too
+            MnistCNN(train_cfg["width"]).load_state_dict(checkpoint["state_dict"])
+    except Exception as e:  # truncated, not a checkpoint, wrong tensors, pickles weights_only refuses
         logger.warning("cache file %s is unreadable (%s); retraining it", path, type(e).__name__)
         return None
     if checkpoint["train_cfg"] != train_cfg:
