@@ -72,6 +72,10 @@ def test_an_unreadable_checkpoint_is_retrained_and_a_pickle_never_runs(tmp_path,
     path.write_bytes(path.read_bytes()[:100])  # truncated
     again = models.load_mnist_cnn(str(tmp_path), mnist_data_dir, **TINY_TRAIN)
     assert all(torch.equal(v, expected[k]) for k, v in again.state_dict().items())  # same seed, same model
+    train_cfg = dict(TINY_TRAIN, train_seed=0, source="mnist")
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "train_cfg": train_cfg, "clean_acc": 1.0}, path)
+    third = models.load_mnist_cnn(str(tmp_path), mnist_data_dir, **TINY_TRAIN)  # right settings, wrong tensors
+    assert all(torch.equal(v, expected[k]) for k, v in third.state_dict().items())
 
 
 def copy_split(mnist_data_dir: str, tmp_path: Path) -> str:
@@ -107,7 +111,7 @@ def test_parameter_sets_are_cached_apart(tmp_path, mnist_data_dir):
 
 def test_seeds_run_in_one_invocation_with_mean_and_std(tmp_path, mnist_data_dir):
     cfg_file = tmp_path / "tiny.yaml"
-    cfg_file.write_text(TINY)
+    cfg_file.write_text(TINY.replace("[source, norm, tent]", "[norm, tent]"))
     common = ["--cfg", str(cfg_file), "DATA_DIR", mnist_data_dir, "CKPT_DIR", str(tmp_path / "ckpt")]
     assert cifar10c.main([*common, "MNISTC.SEEDS", "[0, 1]", "SAVE_DIR", str(tmp_path / "out")]) == 0
     (summary,) = (tmp_path / "out").glob("*_seeds.json")
@@ -115,13 +119,14 @@ def test_seeds_run_in_one_invocation_with_mean_and_std(tmp_path, mnist_data_dir)
     assert payload["seeds"] == [0, 1]
     assert len(list((tmp_path / "ckpt" / "mnist" / "corruptions").glob("MnistCNN_seed*.pt"))) == 2
     per_seed = {}
-    for seed in (0, 1):  # each seed's numbers are those of a single-seed run of its own model
-        conf.reset_cfg()
-        per_seed[seed] = cifar10c.evaluate("test", [*common, "MNISTC.SEEDS", f"[{seed}]",
-                                                    "SAVE_DIR", str(tmp_path / f"single{seed}")])
-        stored = payload["error_percent_per_seed"][str(seed)]["tent"]["5"]["gaussian_noise"]
-        assert stored == pytest.approx(100 * per_seed[seed]["tent"][5]["gaussian_noise"])
-    assert per_seed[0] != per_seed[1]
+    for seed in (0, 1):  # each seed's run wrote its own results in SAVE_DIR/seed<S>/
+        (own,) = (tmp_path / "out" / f"seed{seed}").glob("*_results.json")
+        errors = json.loads(own.read_text())["error_percent"]
+        per_seed[seed] = {m: {5: {c: v / 100 for c, v in errors[m]["5"].items() if c != "mean"}} for m in errors}
+        assert payload["error_percent_per_seed"][str(seed)] == errors
+    conf.reset_cfg()  # and a single-seed run of seed 1 gives that seed's numbers
+    single = cifar10c.evaluate("test", [*common, "MNISTC.SEEDS", "[1]", "SAVE_DIR", str(tmp_path / "single")])
+    assert single["tent"][5] == pytest.approx(per_seed[1]["tent"][5]) and per_seed[0] != per_seed[1]
     cell = payload["error_percent"]["norm"]["5"]["contrast"]
     values = [100 * per_seed[s]["norm"][5]["contrast"] for s in (0, 1)]
     assert cell["mean"] == pytest.approx(np.mean(values)) and cell["std"] == pytest.approx(np.std(values, ddof=1))
