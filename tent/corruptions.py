@@ -25,6 +25,7 @@ import skimage as sk
 from imagecorruptions.corruptions import (_motion_blur, _shuffle_pixels_njit_glass_blur, clipped_zoom, disk,
                                           plasma_fractal)
 from PIL import Image
+from scipy.ndimage import map_coordinates
 from skimage.filters import gaussian
 
 # make_cifar_c.py's parameters, severity 1 to 5 (the 15 test and the 4 held-out corruptions)
@@ -221,8 +222,6 @@ def elastic_transform(x: np.ndarray, c: Tuple[float, float, float]) -> np.ndarra
     image = cv2.warpAffine(image, cv2.getAffineTransform(pts1, pts2), (w, h), borderMode=cv2.BORDER_REFLECT_101)
     dx, dy = ((gaussian(np.random.uniform(-1, 1, size=(h, w)), sigma, mode="reflect", truncate=3) * alpha)
               .astype(np.float32) for _ in range(2))
-    from scipy.ndimage import map_coordinates
-
     cols, rows, chans = np.meshgrid(np.arange(w), np.arange(h), np.arange(image.shape[2]))
     coords = rows + dy[..., None], cols + dx[..., None], chans
     warped = map_coordinates(image, [a.reshape(-1) for a in coords], order=1, mode="reflect")
