@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.optim as optim
 from tqdm import tqdm
 
-from . import distributed, errors, norm, protocols, report
+from . import distributed, errors, norm, protocols, report, seeds
 from . import tent as tent_lib
 from .conf import ConfigError, cfg, effective_setting, load_cfg_fom_args, methods, setup_logging
 from .data import load_corruption
@@ -37,7 +37,8 @@ from .tent import norm_layer_types
 from .window import SlidingWindow
 
 # CORRUPTION.NUM_EX -1: every test image (MNIST-C: its whole test split)
-FULL_SIZE = {"cifar10": 10000, "cifar100": 10000, "imagenet": 50000, "mnist": 10 ** 9}
+FULL_SIZE = {"cifar10": 10000, "cifar100": 10000, "imagenet": 50000,
+             **{name: 10 ** 9 for name in ("mnist", "digits2mnist", "mnist2digits")}}
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +50,16 @@ def get_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def mnist_data_cfg() -> Dict[str, int]:
+def mnist_data_cfg() -> Dict[str, object]:
     """MNIST-C split settings (used by the data loader and the source model alike)."""
-    return dict(num_train=cfg.MNISTC.NUM_TRAIN, seed=cfg.MNISTC.SEED)
+    return dict(num_train=cfg.MNISTC.NUM_TRAIN, seed=cfg.MNISTC.SEED, params=cfg.MNISTC.PARAMS)
 
 
 def mnist_model_cfg() -> Dict[str, object]:
     """MNIST-C source-model training settings."""
     return dict(mnist_data_cfg(), width=cfg.MNISTC.WIDTH, epochs=cfg.MNISTC.EPOCHS,
-                batch_size=cfg.MNISTC.BATCH_SIZE, lr=cfg.MNISTC.LR)
+                batch_size=cfg.MNISTC.BATCH_SIZE, lr=cfg.MNISTC.LR,
+                train_seed=cfg.MNISTC.SEEDS[0])  # the first seed; seeds.py runs the others
 
 
 def evaluate(description: str, argv: Optional[Sequence[str]] = None) -> report.Results:
@@ -428,7 +430,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     warnings.filterwarnings("ignore", message=".*torch.jit.interface.* is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message="(The parameter 'pretrained'|Arguments other than a weight enum)",
                             category=UserWarning)
-    return errors.exit_status(lambda: evaluate("CIFAR-10-C evaluation.", argv))
+    # evaluate() once per MNISTC.SEEDS entry (tent/seeds.py), then the mean +- std table
+    return errors.exit_status(lambda: seeds.evaluate_seeds(evaluate, "CIFAR-10-C evaluation.", argv))
 
 
 if __name__ == '__main__':

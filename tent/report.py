@@ -173,3 +173,32 @@ def plot_curves(streams: Dict[str, List[PieceResult]], title: str, path: Path, s
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+# ---- several source models (MNISTC.SEEDS, tent/seeds.py): mean ± standard deviation ----
+SeedResults = Dict[int, Results]  # training seed -> results
+
+
+def seed_matrix(per_seed: SeedResults, method: str, severity: int) -> Tuple[List[str], np.ndarray]:
+    """The corruptions and an array [seed, mean + corruptions] of errors in % for one method x severity."""
+    first = next(iter(per_seed.values()))
+    corruptions = list(first[method][severity])
+    return corruptions, np.array([error_row(r[method][severity], corruptions) for r in per_seed.values()])
+
+
+def mean_std(rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single seed) over the seeds axis."""
+    std = rows.std(axis=0, ddof=1) if len(rows) > 1 else np.zeros(rows.shape[1])
+    return rows.mean(axis=0), std
+
+
+def mean_std_table(per_seed: SeedResults, severity: int) -> str:
+    """markdown_table's layout with "mean ± std" over the seeds' source models in every cell."""
+    first = next(iter(per_seed.values()))
+    methods, corruptions = severity_columns(first, severity)
+    header = ["", "mean"] + [short_name(c) for c in corruptions]
+    lines = ["| " + " | ".join(header) + " |",
+             "| --- | " + " | ".join("---:" for _ in header[1:]) + " |"]
+    for m in methods:
+        mean, std = mean_std(seed_matrix(per_seed, m, severity)[1])
+        lines.append("| " + " | ".join([m] + [f"{a:.1f} ± {s:.1f}" for a, s in zip(mean, std)]) + " |")
+    return "\n".join(lines)

@@ -124,7 +124,7 @@ def test_corruptions_are_deterministic_and_prefix_consistent(mnist_data_dir, cor
 
 def test_mnistc_cache_is_reused_and_extended(mnist_data_dir):
     x, y = mnistc.load_mnistc(6, 2, mnist_data_dir, "contrast", num_train=500, seed=0)
-    path = mnistc.split_dir(mnist_data_dir, 500, 0) / "contrast_2.npy"
+    path = mnistc.corruption_path(mnist_data_dir, "contrast", 2, num_train=500, seed=0)
     assert x.shape == (6, 3, 32, 32) and 0 <= x.min() and x.max() <= 1 and y.dtype == torch.int64
     np.save(path, np.full((6, 32, 32, 3), 7, dtype=np.uint8))  # a marked cache file is read, not regenerated
     x_cached, _ = mnistc.load_mnistc(4, 2, mnist_data_dir, "contrast", num_train=500, seed=0)

@@ -71,7 +71,13 @@ def test_evaluate_end_to_end_writes_every_output(tmp_path, mnist_data_dir, ckpt_
         png = out / f"{stem}_{method}.png"
         assert png.read_bytes()[:4] == b"\x89PNG"
     assert list((out / "tensorboard" / stem).glob("events.out.tfevents.*"))
-    assert (Path(ckpt_dir) / "mnist" / "corruptions" / "MnistCNN.pt").is_file()
+    assert tiny_checkpoint(ckpt_dir).is_file()
+
+
+def tiny_checkpoint(ckpt_dir: str) -> Path:
+    """The tiny config's cached source model: keyed by its settings, beside the default MnistCNN.pt."""
+    (path,) = (Path(ckpt_dir) / "mnist" / "corruptions").glob("MnistCNN_seed0_*.pt")
+    return path
 
 
 ONE_SEVERITY = ("MODEL.ADAPTATIONS", "[tent]", "CORRUPTION.SEVERITY", "[5]")
@@ -79,7 +85,7 @@ ONE_SEVERITY = ("MODEL.ADAPTATIONS", "[tent]", "CORRUPTION.SEVERITY", "[5]")
 
 def test_evaluate_reuses_checkpoint_and_is_reproducible(tmp_path, mnist_data_dir, ckpt_dir):
     first, _ = run(tmp_path, mnist_data_dir, ckpt_dir, *ONE_SEVERITY)
-    ckpt = Path(ckpt_dir) / "mnist" / "corruptions" / "MnistCNN.pt"
+    ckpt = tiny_checkpoint(ckpt_dir)
     stamp = ckpt.stat().st_mtime_ns
     conf.reset_cfg()
     second, _ = run(tmp_path, mnist_data_dir, ckpt_dir, *ONE_SEVERITY)
@@ -139,11 +145,11 @@ def test_markdown_table_matches_reference_format():
 
 @pytest.mark.slow
 def test_offline_benchmark_norm_and_tent_far_below_source(tmp_path):
-    """The README's offline benchmark, in full (minutes on 2 cores)."""
+    """The README's first offline benchmark (ImageNet-C parameters, seed-0 model), in full (minutes on 2 cores)."""
     repo = Path(conf.__file__).parents[1]
     results = cifar10c.evaluate("test", ["--cfg", str(repo / "cfgs" / "mnist" / "compare.yaml"),
                                          "SAVE_DIR", str(tmp_path), "DATA_DIR", str(tmp_path / "data"),
-                                         "CKPT_DIR", str(tmp_path / "ckpt")])
+                                         "CKPT_DIR", str(tmp_path / "ckpt"), "MNISTC.PARAMS", "imagenet"])
     mean = {m: report.mean_error(r[5]) for m, r in results.items()}
     assert mean["norm"] < mean["source"] - 0.15 and mean["tent"] < mean["source"] - 0.15
     # where the digit survives the corruption, entropy minimisation beats normalisation alone

@@ -1,0 +1,111 @@
+"""Error bars for the offline benchmarks: one evaluation per source model (MNISTC.SEEDS), then mean ± std.
+
+    python cifar10c.py --cfg cfgs/mnist/compare.yaml            # MNISTC.SEEDS [0, 1, 2] in the file
+
+Each training seed gives its own source model (cached in its own checkpoint, tent/models.py); the
+split and the corrupted data are the same for all. `evaluate_seeds` runs `cifar10c.evaluate`
+unchanged once per seed, with `MNISTC.SEEDS [s]` and `SAVE_DIR <SAVE_DIR>/seed<s>` appended to the
+command line (so each run keeps its own log, CSV, JSON and plots), then logs the mean ± sample
+standard deviation table per severity and writes `<SAVE_DIR>/<run>_seeds.json` with every seed's
+errors. With a single seed it is exactly one `evaluate` call, as before.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from . import conf, report
+
+logger = logging.getLogger(__name__)
+
+Evaluate = Callable[[str, Sequence[str]], report.Results]
+
+
+def requested_cfg(argv: Sequence[str]) -> Optional[conf.CfgNode]:
+    """The config the command line asks for, read without side effects; None when it is invalid.
+
+    An invalid command line is left to `evaluate`, which reports it in its usual way.
+    """
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--cfg", dest="cfg_file")
+    parser.add_argument("opts", nargs=argparse.REMAINDER)
+    try:
+        args, _ = parser.parse_known_args(list(argv))
+    except SystemExit:
+        return None
+    if not args.cfg_file:
+        return None
+    conf.reset_cfg()
+    try:
+        conf.merge_from_file(args.cfg_file)
+        conf.merge_from_list(args.opts or [])
+        conf.assert_and_infer_cfg()
+    except conf.ConfigError:
+        return None
+    return conf.cfg.clone()
+
+
+def seed_run_args(argv: Sequence[str], seed: int, save_dir: str) -> List[str]:
+    """The command line of one seed's run: its own source model and its own output folder."""
+    return [*argv, "MNISTC.SEEDS", f"[{seed}]", "SAVE_DIR", str(Path(save_dir) / f"seed{seed}")]
+
+
+def evaluate_seeds(evaluate: Evaluate, description: str,
+                   argv: Optional[Sequence[str]] = None) -> report.SeedResults:
+    """`evaluate` once per MNISTC.SEEDS entry; with several, log the mean ± std tables and save the JSON."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    requested = requested_cfg(argv)
+    if requested is None or len(requested.MNISTC.SEEDS) <= 1:
+        results = evaluate(description, argv)
+        return {conf.cfg.MNISTC.SEEDS[0]: results}
+    per_seed: report.SeedResults = {}
+    stems: Dict[int, str] = {}
+    for seed in requested.MNISTC.SEEDS:
+        logger.info("source model %d of %d: MNISTC.SEEDS [%d]", len(per_seed) + 1, len(requested.MNISTC.SEEDS), seed)
+        per_seed[seed] = evaluate(description, seed_run_args(argv, seed, requested.SAVE_DIR))
+        stems[seed] = str(Path(conf.cfg.SAVE_DIR) / Path(conf.cfg.LOG_DEST).stem)
+    save_summary(per_seed, stems, requested)
+    return per_seed
+
+
+def summary(per_seed: report.SeedResults, stems: Dict[int, str], c: conf.CfgNode) -> Dict[str, object]:
+    """The JSON payload: settings, each seed's errors in %, and their mean and std per cell."""
+    first = next(iter(per_seed.values()))
+    stats: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {}
+    for method, per_sev in first.items():
+        for severity in per_sev:
+            corruptions, rows = report.seed_matrix(per_seed, method, severity)
+            mean, std = report.mean_std(rows)
+            names = ["mean"] + corruptions
+            stats.setdefault(method, {})[str(severity)] = {
+                n: {"mean": float(a), "std": float(s)} for n, a, s in zip(names, mean, std)}
+    return {
+        "dataset": c.CORRUPTION.DATASET, "arch": c.MODEL.ARCH, "params": c.MNISTC.PARAMS,
+        "seeds": list(per_seed), "std": "sample standard deviation over the seeds (ddof 1)",
+        "optimizer": c.OPTIM.METHOD, "lr": c.OPTIM.LR, "batch_size": c.TEST.BATCH_SIZE,
+        "num_ex": c.CORRUPTION.NUM_EX, "per_seed_runs": {str(s): stem for s, stem in stems.items()},
+        "error_percent": stats,
+        "error_percent_per_seed": {
+            str(s): {m: {str(sev): {"mean": 100 * report.mean_error(errs), **{k: 100 * e for k, e in errs.items()}}
+                         for sev, errs in per_sev.items()} for m, per_sev in r.items()}
+            for s, r in per_seed.items()},
+    }
+
+
+def save_summary(per_seed: report.SeedResults, stems: Dict[int, str], c: conf.CfgNode) -> Path:
+    """Log the mean ± std table of every severity; write <SAVE_DIR>/<first run>_seeds.json."""
+    first = next(iter(per_seed.values()))
+    seeds = ", ".join(str(s) for s in per_seed)
+    for severity in report.severities(first):
+        logger.info("error (%%) on %s corruptions, severity %d, model %s, mean ± std over %d source models "
+                    "(seeds %s):\n%s", c.CORRUPTION.DATASET, severity, c.MODEL.ARCH, len(per_seed), seeds,
+                    report.mean_std_table(per_seed, severity))
+    path = Path(c.SAVE_DIR) / f"{Path(next(iter(stems.values()))).name}_seeds.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary(per_seed, stems, c), indent=2))
+    logger.info("mean ± std over the seeds: %s", path)
+    return path
