@@ -232,3 +232,13 @@ def test_label_strong_T_equals_reference_loop_for_random_batches():
             assert torch.equal(strong_transform(lbl, params, 250, scale), loop_strong_transform(lbl, params, 250, scale))
             assert torch.equal(strong_transform(dist, params, 250, scale), loop_strong_transform(dist, params, 250, scale))
     assert geometric_ops >= 5
+
+
+def test_a_batch_without_any_valid_class_leaves_the_prototypes_alone():
+    """No class predicted on >= 10 pixels (a tiny image): nothing to update, no error."""
+    from proda.models.prototypes import Prototypes
+    protos = Prototypes(4, torch.device("cpu"))
+    before = protos.vectors.clone(), protos.counts.clone()
+    protos.update(torch.zeros(0, 256), torch.zeros(0, dtype=torch.long), 0.1)
+    protos.update([], [], 0.1)
+    assert torch.equal(protos.vectors, before[0]) and torch.equal(protos.counts, before[1])

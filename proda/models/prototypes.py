@@ -119,7 +119,7 @@ def update_prototypes(prototypes: torch.Tensor, counts: torch.Tensor, vectors: t
     """
     if name not in ("mean", "moving_average"):
         raise NotImplementedError(f"no such updating way of objective vectors {name}")
-    vectors = vectors.reshape(vectors.shape[0], -1).to(prototypes.device, prototypes.dtype)
+    vectors = vectors.flatten(1).to(prototypes.device, prototypes.dtype)  # N x C (x 1 x 1); N may be 0
     ids = ids.to(prototypes.device).long()
     # index_select rather than boolean masks: these tensors are tiny and mask indexing has a high fixed cost
     keep = (vectors.sum(1) != 0).nonzero().squeeze(1)
