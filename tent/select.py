@@ -32,7 +32,7 @@ def split_sweep(opts: Sequence[str]) -> Tuple[str, List[Any], List[str]]:
         parsed = yaml.safe_load(value) if isinstance(value, str) else value
         if not isinstance(default, list) and isinstance(parsed, list):
             # typed as the key's default (YAML reads 1e-4 as a string)
-            sweeps.append((key, [conf._coerce(key, v, default, "the candidates") for v in parsed]))
+            sweeps.append((key, [conf._prepare(key, v, "the candidates") for v in parsed]))
         else:
             rest += [key, value]
     if len(sweeps) != 1 or not sweeps[0][1]:
@@ -43,12 +43,10 @@ def split_sweep(opts: Sequence[str]) -> Tuple[str, List[Any], List[str]]:
 
 def default_of(key: str) -> Any:
     """The default value of a config key (ConfigError naming it if unknown)."""
-    node: Any = conf._CFG_DEFAULT
-    for part in key.split("."):
-        if not hasattr(node, "keys") or part not in node:
-            raise ConfigError(f"unknown config key {key} in the command-line overrides")
-        node = node[part]
-    return node
+    default = conf._default(key)
+    if default is conf._MISSING:
+        raise ConfigError(f"unknown config key {key} in the command-line overrides")
+    return default
 
 
 def evaluate_candidate(cfg_file: str, key: str, value: Any, rest: Sequence[str], save_dir: Path
@@ -112,7 +110,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default=None, help="snippet to write (default SAVE_DIR/selected_<KEY>.yaml)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides; one KEY with a list")
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    return errors.exit_status(lambda: select(args.cfg, args.opts, args.out))
+    try:
+        select(args.cfg, args.opts, args.out)
+    except errors.TentError as e:  # printed, not logged: the candidates' runs replaced the log handlers
+        print(f"error: {errors.one_line(e)}", file=sys.stderr)
+        return e.exit_status
+    return 0
 
 
 if __name__ == "__main__":
