@@ -193,8 +193,9 @@ def craft_hub_resnet50(tmp_path: Path, marker: Path, monkeypatch) -> List[str]:
 
 
 def craft_mnist_cnn(tmp_path: Path, marker: Path, monkeypatch) -> List[str]:
-    """Crafted cached MnistCNN.pt."""
-    craft(models.mnist_cnn_path(str(tmp_path / "ckpt")), marker)
+    """Crafted cached MnistCNN checkpoint, at the path of MNIST_CFG's training settings."""
+    settings = dict(models.DEFAULT_TRAIN_CFG, num_train=500, width=4, epochs=1)
+    craft(models.mnist_cnn_path(str(tmp_path / "ckpt"), settings), marker)
     return []
 
 
