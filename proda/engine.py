@@ -173,7 +173,7 @@ def inference_options(opt: argparse.Namespace) -> None:
 
 
 def model_file(opt: argparse.Namespace, kind: str) -> str:
-    """Checkpoint path in the log dir, named as the reference names it (kind: current | best)."""
+    """Checkpoint path in the log dir, named as the reference names it (kind: current | best | last [added])."""
     return os.path.join(opt.logdir, f"from_{opt.src_dataset}_to_{opt.tgt_dataset}_on_{opt.model_name}_{kind}_model.pkl")
 
 

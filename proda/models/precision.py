@@ -11,7 +11,7 @@ With --amp off nothing here changes a single operation.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -57,8 +57,16 @@ class MixedPrecision:
         if mode not in ("off", *AMP_DTYPES):
             raise ValueError(f"--amp {mode!r}: use off, bf16 or fp16")
         self.mode, self.device = mode, device
-        self.scalers = {id(o): torch.amp.GradScaler(device.type, enabled=mode == "fp16") for o in optimizers}
-        self.proxies = {id(o): UniqueParams(o) for o in optimizers}
+        # (optimiser, its scaler, what the scaler sees of it); looked up by identity (copy.deepcopy keeps it)
+        self.entries = [(o, torch.amp.GradScaler(device.type, enabled=mode == "fp16"), UniqueParams(o))
+                        for o in optimizers]
+
+    def _entry(self, optimizer: torch.optim.Optimizer) -> Tuple[Any, torch.amp.GradScaler, UniqueParams]:
+        """The (optimiser, scaler, proxy) entry of `optimizer`."""
+        for entry in self.entries:
+            if entry[0] is optimizer:
+                return entry
+        raise KeyError("this optimiser was not given to MixedPrecision")
 
     @property
     def enabled(self) -> bool:
@@ -81,23 +89,23 @@ class MixedPrecision:
 
     def backward(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """loss.backward(), scaled by the optimiser's scaler under fp16."""
-        self.scalers[id(optimizer)].scale(loss).backward()
+        self._entry(optimizer)[1].scale(loss).backward()
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """optimizer.step(); under fp16 unscale first, skip the step on inf/NaN gradients, update the scale."""
-        scaler = self.scalers[id(optimizer)]
+        _, scaler, proxy = self._entry(optimizer)
         if not scaler.is_enabled():
             optimizer.step()
             return
-        scaler.step(self.proxies[id(optimizer)])
+        scaler.step(proxy)
         scaler.update()
 
     def state_dict(self, optimizers: List[torch.optim.Optimizer]) -> List[Dict[str, Any]]:
         """The scalers' states in the order of `optimizers` (empty dicts when not scaling)."""
-        return [self.scalers[id(o)].state_dict() for o in optimizers]
+        return [self._entry(o)[1].state_dict() for o in optimizers]
 
     def load_state_dict(self, optimizers: List[torch.optim.Optimizer], states: List[Dict[str, Any]]) -> None:
         """Restore what state_dict() saved."""
         for optimizer, state in zip(optimizers, states, strict=True):
             if state:
-                self.scalers[id(optimizer)].load_state_dict(state)
+                self._entry(optimizer)[1].load_state_dict(state)
