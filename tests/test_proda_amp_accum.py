@@ -268,3 +268,75 @@ def test_repair_last_writes_the_final_model_from_the_current_checkpoint(tmp_path
     atomic_save({**current, "iter": 3}, model_file(opt, "last"))  # an older last model: replaced
     train.repair_last(opt, LOG)
     assert load_checkpoint(model_file(opt, "last"))["iter"] == 5
+
+
+# ----------------------------------------------------------------------------- stages 1 and 2 (slow)
+
+def stage_inputs():
+    """inputs() plus what stages 1 and 2 read: soft / hard pseudo labels, the full target image, weak views."""
+    x = inputs()
+    g = torch.Generator().manual_seed(4)
+    x["lpsoft"] = torch.softmax(torch.randn(4, N_CLASS, 32, 32, generator=g) * 3, dim=1)
+    x["lp"] = x["label"].flip(2).clone()
+    x["full"] = torch.randn(4, 3, 48, 48, generator=g)
+    x["weak"] = default_collate([{"RandomSized": (40, 40), "RandomCrop": (4, 36, 8, 40),
+                                  "RandomHorizontallyFlip": bool(i % 2)} for i in range(4)])
+    return x
+
+
+def frozen_stage_model(*flags):
+    """A tiny stage-1 / stage-2 model whose steps are batch-composition-free: BN frozen (the EMA
+    network and teacher in eval mode too) and dropout off."""
+    torch.manual_seed(0)
+    model = CustomModel(options(*flags), LOG)
+    model.train()
+    model.freeze_bn_apply()
+    for net in (model.BaseNet, getattr(model, "BaseNet_ema", None)):
+        for module in (net.modules() if net is not None else ()):
+            if isinstance(module, nn.Dropout2d):
+                module.p = 0.0
+    if hasattr(model, "BaseNet_ema"):
+        model.BaseNet_ema.eval()
+    return model
+
+
+@pytest.mark.slow
+def test_accumulated_stage1_step_keeps_the_prototype_order_and_the_update():
+    base = frozen_stage_model("--stage", "stage1", "--ema", "--proto_rectify", "--moving_prototype",
+                              "--proto_consistW", "10", "--rce", "--regular_w", "0.1", "--S_pseudo", "1",
+                              "--proto_momentum", "0.1")
+    base.objective_vectors = torch.randn(N_CLASS, 256, generator=torch.Generator().manual_seed(5))
+    x = stage_inputs()
+    results = {}
+    for k, amp in ((1, "off"), (2, "off"), (2, "bf16")):
+        model = variant(base, amp=amp, accum_steps=k)
+        losses = model.step(x["source"], x["label"], x["target"], x["strong"], x["params"], None, x["lpsoft"],
+                            x["full"], x["weak"])
+        results[(k, amp)] = (losses, {k2: v.detach().clone() for k2, v in model.BaseNet.named_parameters()},
+                             model.objective_vectors.clone(), model.BaseNet_ema.state_dict())
+    (l1, w1, p1, e1), (l2, w2, p2, e2) = results[(1, "off")], results[(2, "off")]
+    assert l2 == pytest.approx(l1, rel=1e-4)
+    assert max_diff(w2, w1) <= 1e-5
+    assert torch.allclose(p2, p1, atol=1e-6) and not torch.equal(p1, base.objective_vectors)
+    assert max_diff(e2, e1) <= 1e-5
+    lb, wb, pb, _ = results[(2, "bf16")]
+    assert lb == pytest.approx(l1, rel=LOSS_RTOL["bf16"], abs=1e-3) and torch.isfinite(pb).all()
+
+
+@pytest.mark.slow
+def test_accumulated_stage2_step_equals_the_batch_step(tmp_path):
+    teacher = str(tmp_path / "teacher.pkl")
+    torch.manual_seed(1)
+    atomic_save(CustomModel(options("--stage", "src_only"), LOG).reference_checkpoint(iters=1, best_iou=0.0),
+                teacher)
+    base = frozen_stage_model("--stage", "stage2", "--S_pseudo", "1", "--distillation", "1", "--rce",
+                              "--finetune", "--resume_path", teacher)
+    x = stage_inputs()
+    results = {}
+    for k, amp in ((1, "off"), (4, "off"), (2, "bf16")):
+        model = variant(base, amp=amp, accum_steps=k)
+        losses = model.step_distillation(x["source"], x["label"], x["target"], x["strong"], x["params"], x["lp"])
+        results[(k, amp)] = (losses, {k2: v.detach().clone() for k2, v in model.BaseNet.named_parameters()})
+    (l1, w1), (l4, w4), (lb, wb) = results[(1, "off")], results[(4, "off")], results[(2, "bf16")]
+    assert l4 == pytest.approx(l1, rel=1e-5) and max_diff(w4, w1) <= 1e-6
+    assert lb == pytest.approx(l1, rel=LOSS_RTOL["bf16"], abs=1e-3)
