@@ -62,8 +62,14 @@ REFERENCE_BATCH = 4  # the reference's batch size, the base of --scale_lr
 
 
 def lr_scale(opt: argparse.Namespace) -> float:
-    """--scale_lr: learning rates scaled linearly with the (effective) batch, bs / 4; else 1."""
-    return opt.bs / REFERENCE_BATCH if getattr(opt, "scale_lr", False) else 1.0
+    """--scale_lr: learning rates scaled linearly with the effective batch, total bs / 4; else 1.
+
+    Under torchrun opt.bs is already each process's share, so it is multiplied back by the world size.
+    """
+    if not getattr(opt, "scale_lr", False):
+        return 1.0
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    return opt.bs * world / REFERENCE_BATCH
 
 
 def scaled(lr: float, opt: argparse.Namespace) -> float:
