@@ -56,7 +56,7 @@ echo "===== GPU check summary ($(date -u +%Y-%m-%dT%H:%MZ)) ====="
 echo "AMP dtype: $AMP"
 printf '%s\n' "${STATUS[@]}"
 echo "--- tent (CUDA) ---"
-grep -E '^(wrn|mnist)' "$OUT/tent.txt" || true
+grep -E '^(wrn|mnist|device)' "$OUT/tent.txt" || true
 echo "--- ProDA step, reference sizes ---"
 grep -vE '^(Traceback|  )' "$OUT/proda_step.txt" || true
 if [[ -f "$OUT/ddp.txt" ]]; then

@@ -9,6 +9,7 @@ optimiser) and keep its loss scale through a checkpoint.
 import argparse
 import copy
 import logging
+import os
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ import torch.nn as nn
 from torch.utils.data import default_collate
 
 from proda import train
+from proda.demo.synthetic import generate
 from proda.engine import model_file
 from proda.models.accumulation import combine, labelled_pixels, shares, split_batch, weighted
 from proda.models.adaptation_modelv2 import CustomModel
@@ -340,3 +342,25 @@ def test_accumulated_stage2_step_equals_the_batch_step(tmp_path):
     (l1, w1), (l4, w4), (lb, wb) = results[(1, "off")], results[(4, "off")], results[(2, "bf16")]
     assert l4 == pytest.approx(l1, rel=1e-5) and max_diff(w4, w1) <= 1e-6
     assert lb == pytest.approx(l1, rel=LOSS_RTOL["bf16"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_demo_warm_up_trains_with_amp_and_accumulation_and_keeps_the_last_model(tmp_path):
+    # the demo's warm-up config (from random weights) at 64x32, 2 iterations, bf16 and 2 micro-batches
+    generate(str(tmp_path / "data"), n_source=4, n_target_train=4, n_target_val=2, size=(64, 32), seed=0)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    args = ["--config", os.path.join(repo, "configs", "demo", "gta2city_warmup.py"), "--root", str(tmp_path),
+            "--no_resume", "--src_img_size", "64,32", "--tgt_img_size", "64,32", "--resize", "64",
+            "--rcrop", "48,24", "--bs", "2", "--accum_steps", "2", "--amp", "bf16", "--scale_lr",
+            "--max_iters", "2", "--val_interval", "1", "--num_workers", "0", "--device", "cpu",
+            "--backbone_layers", "1,1,1,1"]
+    train.main(args)
+    opt = parse_opt(args)
+    best, last, current = (load_checkpoint(model_file(opt, kind)) for kind in ("best", "last", "current"))
+    assert last["iter"] == current["iter"] == 3 and "resume" not in last  # the reference's 'iter': the next one
+    assert best["iter"] in (2, 3)
+    for key, value in last["ResNet101"]["model_state"].items():
+        assert torch.equal(value, current["ResNet101"]["model_state"][key])
+    os.remove(model_file(opt, "last"))
+    train.main(args)  # the finished run, rerun: writes the missing last model from the current one
+    assert load_checkpoint(model_file(opt, "last"))["iter"] == 3
