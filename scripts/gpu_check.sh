@@ -34,7 +34,7 @@ check() {  # check NAME LOGFILE COMMAND...: run a check, keep its output, record
 check "tent benchmark" "$OUT/tent.txt" \
   "$PYTHON" benchmarks/tent_bench.py --wrn-batch 16 --cnn-batch 100 --iters 3
 check "ProDA step benchmark" "$OUT/proda_step.txt" \
-  "$PYTHON" benchmarks/proda_step_bench.py --device cuda --configs fp32,k2,amp,amp_k4 --steps 2 \
+  "$PYTHON" benchmarks/proda_step_bench.py --device cuda --configs fp32,k2,amp,amp_k4 --steps 1 \
   --amp_dtype "$AMP" --timeout 120
 
 if (( NGPU >= 2 )); then
