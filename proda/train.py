@@ -9,9 +9,9 @@ Stages: warm_up (source CE + adversarial alignment), src_only (source CE only), 
 evaluated on the target val split; the current and best checkpoints are written to the log
 dir in the reference format, the current one with everything needed to resume exactly (random
 state, data position, the inputs of the run). "best" is selected on that evaluation set, as the
-reference selects it; the final model is also kept as the last checkpoint (_last_model.pkl). Re-running the same command after an
-interruption resumes from it bit for bit; a finished run exits at once; a run whose inputs
-changed is refused (see docs/proda-reliability.md).
+reference selects it; the final model is also kept as the last checkpoint (_last_model.pkl).
+Re-running the same command after an interruption resumes from it bit for bit; a finished run
+exits at once; a run whose inputs changed is refused (see docs/proda-reliability.md).
 """
 from __future__ import annotations
 
@@ -267,7 +267,7 @@ def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total:
             model.train(logger=logger)
             if opt.freeze_bn:
                 model.freeze_bn_apply()
-            if opt.freeze_bn_stats:  # [added] running statistics only; the affine parameters still train
+            if getattr(opt, "freeze_bn_stats", False):  # [added] running statistics only; the affine parameters still train
                 for net in model.nets + model.nets_DP:
                     freeze_bn_statistics(net)
             model.optimizer_zerograd()

@@ -66,7 +66,8 @@ class CustomModel(StageSteps, ReferenceNames):
         self.BaseSchedule = get_scheduler(self.BaseOpti, opt)
         self.optimizers.append(self.BaseOpti)
         self.schedulers.append(self.BaseSchedule)
-        self.precision = MixedPrecision(opt.amp, self.device, self.optimizers)  # --amp; gradient scalers
+        # --amp (off for an options namespace from before the option) and its gradient scalers
+        self.precision = MixedPrecision(getattr(opt, "amp", "off"), self.device, self.optimizers)
         BatchNorm = batchnorm_class(opt.bn, self.device)
         if opt.ema:
             self.BaseNet_ema = build_ema(opt, self.BaseNet, BatchNorm, self.device)
@@ -141,7 +142,7 @@ class CustomModel(StageSteps, ReferenceNames):
                  "stage": self.opt.stage}
         if self.opt.ema:
             state["ema"] = self.BaseNet_ema.state_dict()
-        if self.opt.amp == "fp16":  # the loss scales of the gradient scalers, one per optimiser
+        if self.precision.mode == "fp16":  # the loss scales of the gradient scalers, one per optimiser
             state["scalers"] = self.precision.state_dict(self.optimizers)
         return state
 
@@ -152,7 +153,7 @@ class CustomModel(StageSteps, ReferenceNames):
                                   f"not {self.opt.stage!r}")
         missing = [k for k in ("nets", "optimizers", "schedulers") if k not in state] + \
                   (["ema"] if self.opt.ema and "ema" not in state else []) + \
-                  (["scalers"] if self.opt.amp == "fp16" and "scalers" not in state else [])
+                  (["scalers"] if self.precision.mode == "fp16" and "scalers" not in state else [])
         if missing:
             raise CheckpointError(f"the resume state lacks {missing} (saved with other options?)")
         try:
@@ -164,7 +165,7 @@ class CustomModel(StageSteps, ReferenceNames):
                 optimizer.load_state_dict(saved)
             for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
                 scheduler.load_state_dict(saved)
-            if self.opt.amp == "fp16":
+            if self.precision.mode == "fp16":
                 self.precision.load_state_dict(self.optimizers, state["scalers"])
             self.objective_vectors = state["objective_vectors"]
         except (KeyError, RuntimeError, ValueError) as err:

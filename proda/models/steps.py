@@ -63,12 +63,13 @@ class StageSteps:
 
     def _micro(self, *batches: Any) -> List[Tuple[Any, ...]]:
         """The step's inputs cut into --accum_steps micro-batches, one tuple per micro-batch."""
-        return list(zip(*(split_batch(b, self.opt.accum_steps) for b in batches)))
+        k = getattr(self.opt, "accum_steps", 1)  # an options namespace from before the option: 1
+        return list(zip(*(split_batch(b, k) for b in batches)))
 
     # ------------------------------------------------------------------ source losses
 
     def _source_ce(self, source_x: torch.Tensor, source_label: torch.Tensor):
-        """Cross entropy of the student's logits, upsampled to the source image; returns (loss, upsampled logits, logit size)."""
+        """CE of the student's logits upsampled to the source image; returns (loss, upsampled logits, label size)."""
         source_out = self._net(self.BaseNet_DP, source_x, ssl=True)
         source_outputUp = F.interpolate(source_out["out"], size=source_x.size()[2:], mode="bilinear",
                                         align_corners=True)
@@ -82,7 +83,7 @@ class StageSteps:
 
     def _source_loss(self, source_x: torch.Tensor, source_label: torch.Tensor,
                      source_imageS: Optional[torch.Tensor], source_params: Optional[Dict[str, Any]]):
-        """Source CE, on the strong view with labels moved there when S_pseudo_src > 0; returns (loss, upsampled logits, logit size)."""
+        """Source CE (on the strong view, labels moved there, when S_pseudo_src > 0); returns (loss, upsampled, size)."""
         if self.opt.S_pseudo_src <= 0:
             return self._source_ce(source_x, source_label)
         source_output = self._net(self.BaseNet_DP, source_imageS)
@@ -221,7 +222,7 @@ class StageSteps:
 
     def _stage1_targets(self, target_x, target_imageS, target_params, target_lp, target_lpsoft,
                         target_image_full, target_weak_params) -> Dict[str, Any]:
-        """What stage 1 compares the student with: denoised pseudo labels, EMA distances on the strong view, class means."""
+        """Stage 1's targets: denoised pseudo labels, EMA distances on the strong view, EMA class means."""
         opt = self.opt
         if opt.proto_rectify:  # soft labels at 1/4 resolution
             pseudo = F.interpolate(target_lpsoft, scale_factor=0.25, mode="bilinear", align_corners=True)
