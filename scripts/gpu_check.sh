@@ -38,10 +38,12 @@ check "ProDA step benchmark" "$OUT/proda_step.txt" \
   --amp_dtype "$AMP" --timeout 120
 
 if (( NGPU >= 2 )); then
-  "$PYTHON" -m proda.demo.synthetic --out "$OUT/data" --size 128,64 --n_source 8 --n_target_train 8 \
-    --n_target_val 2 --seed 0 > "$OUT/data.txt" 2>&1
+  check "synthetic data for DDP" "$OUT/data.txt" \
+    "$PYTHON" -m proda.demo.synthetic --out "$OUT/data" --size 128,64 --n_source 8 --n_target_train 8 \
+    --n_target_val 2 --seed 0
   check "DDP step (2 GPUs)" "$OUT/ddp.txt" \
-    env CUDA_VISIBLE_DEVICES=0,1 torchrun --standalone --nproc_per_node=2 -m proda.train --stage warm_up \
+    env CUDA_VISIBLE_DEVICES=0,1 "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node=2 \
+    -m proda.train --stage warm_up \
     --freeze_bn --student_init random --no_resume --n_class 19 --src_dataset gta5 \
     --src_rootpath "$OUT/data/GTA5" --tgt_rootpath "$OUT/data/cityscapes" --src_img_size 128,64 \
     --tgt_img_size 128,64 --resize 128 --rcrop 96,48 --bs 4 --accum_steps 2 --amp "$AMP" \
