@@ -100,6 +100,9 @@ def init_distributed(opt: argparse.Namespace) -> Tuple[int, int]:
     if opt.bs % world:
         raise OptionError(f"--bs {opt.bs} is the total batch size and must be divisible by the {world} processes")
     opt.bs //= world
+    if opt.bs % opt.accum_steps:  # [added] --accum_steps cuts each process's batch
+        raise OptionError(f"--accum_steps {opt.accum_steps} must divide each process's batch of {opt.bs} "
+                          f"(--bs / {world} processes)")
     return dist.get_rank(), world
 
 
@@ -173,7 +176,7 @@ def inference_options(opt: argparse.Namespace) -> None:
 
 
 def model_file(opt: argparse.Namespace, kind: str) -> str:
-    """Checkpoint path in the log dir, named as the reference names it (kind: current | best)."""
+    """Checkpoint path in the log dir, named as the reference names it (kind: current | best | last [added])."""
     return os.path.join(opt.logdir, f"from_{opt.src_dataset}_to_{opt.tgt_dataset}_on_{opt.model_name}_{kind}_model.pkl")
 
 

@@ -115,6 +115,19 @@ def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
                    help="[added] also load checkpoint files that pickle arbitrary Python objects; such a file can "
                         "run any code on this machine when loaded, so use it only for files from a source you trust")
 
+    g = p.add_argument_group("hardware [added] (docs/proda-hardware.md)")
+    g.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"],
+                   help="mixed precision: autocast the network forwards (losses, prototypes and the EMA update stay "
+                        "float32); fp16 adds gradient scaling")
+    g.add_argument("--accum_steps", type=int, default=1,
+                   help="gradient accumulation: each optimiser step sums this many micro-batches of bs / accum_steps "
+                        "(--bs stays the effective batch)")
+    g.add_argument("--scale_lr", action="store_true",
+                   help="scale every learning rate by bs / 4 (the reference's batch), the maintainers' advice for other batch sizes")
+    g.add_argument("--freeze_bn_stats", action="store_true",
+                   help="normalise with the running batch-norm statistics and stop updating them, but keep training "
+                        "the affine parameters (micro-batches then normalise as the whole batch would)")
+
     g = p.add_argument_group("data")
     g.add_argument("--src_dataset", type=str, default="gta5", choices=["gta5", "synthia", "cityscapes"])
     g.add_argument("--tgt_dataset", type=str, default="cityscapes", choices=["cityscapes"])
@@ -237,7 +250,8 @@ LOWER_BOUNDS = [("bs", 1, ">= 1"), ("epochs", 0, ">= 0"), ("train_iters", 1, ">=
                 ("val_interval", 1, ">= 1"), ("resize", 1, ">= 1"), ("proto_temperature", 1e-12, "> 0"),
                 ("adv", 0, ">= 0"), ("rce_alpha", 0, ">= 0"), ("rce_beta", 0, ">= 0"), ("regular_w", 0, ">= 0"),
                 ("proto_consistW", 0, ">= 0"), ("distillation", 0, ">= 0"), ("S_pseudo", 0, ">= 0"),
-                ("S_pseudo_src", 0, ">= 0"), ("seed", 0, ">= 0")]
+                ("S_pseudo_src", 0, ">= 0"), ("seed", 0, ">= 0"),
+                ("accum_steps", 1, ">= 1")]
 UNIT_INTERVAL = ["hflip", "proto_momentum", "train_thred"]
 
 
@@ -275,6 +289,8 @@ def option_problem(opt: argparse.Namespace) -> Optional[str]:
         size = getattr(opt, key)
         if size is not None and min(size) < 1:
             return f"--{key} {','.join(map(str, size))} is out of range: both sizes must be >= 1"
+    if opt.bs % opt.accum_steps:
+        return f"--accum_steps {opt.accum_steps} does not divide --bs {opt.bs}: micro-batches must be equal"
     return check_device(opt.device)
 
 

@@ -8,9 +8,10 @@ Stages: warm_up (source CE + adversarial alignment), src_only (source CE only), 
 (self-distillation from the previous stage). Every --val_interval iterations the model is
 evaluated on the target val split; the current and best checkpoints are written to the log
 dir in the reference format, the current one with everything needed to resume exactly (random
-state, data position, the inputs of the run). Re-running the same command after an
-interruption resumes from it bit for bit; a finished run exits at once; a run whose inputs
-changed is refused (see docs/proda-reliability.md).
+state, data position, the inputs of the run). "best" is selected on that evaluation set, as the
+reference selects it; the final model is also kept as the last checkpoint (_last_model.pkl).
+Re-running the same command after an interruption resumes from it bit for bit; a finished run
+exits at once; a run whose inputs changed is refused (see docs/proda-reliability.md).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from proda import engine, manifest
 from proda.data import create_dataset
 from proda.metrics import averageMeter
+from proda.models.accumulation import freeze_bn_statistics
 from proda.models.adaptation_modelv2 import CustomModel
 from proda.resume import data_state, load_data_state, rng_state, set_rng_state
 from proda.utils import (CheckpointError, OptionError, atomic_save, get_device, load_checkpoint,
@@ -84,12 +86,14 @@ def learning_rates(model: CustomModel) -> Dict[str, float]:
 
 
 def save_checkpoints(model: CustomModel, datasets, opt: argparse.Namespace, iou: float,
-                     inputs: dict, logger: logging.Logger) -> None:
-    """Write the current checkpoint (with resume state) and, when mIoU did not drop, the best one.
+                     inputs: dict, logger: logging.Logger, last: bool = False) -> None:
+    """Write the current checkpoint (with resume state), when mIoU did not drop the best one, and
+    after the final iteration (`last`) the last one.
 
     Called after scheduler_step, so the saved schedules are where the next iteration starts.
     The current file is written first and names the best one; a kill between the two writes
-    leaves a best file that resume() rewrites from the current one (they hold the same model).
+    leaves a best file that resume() rewrites from the current one (they hold the same model);
+    a kill before the last file is written leaves it to repair_last (a rerun of the finished run).
     """
     is_best = iou >= model.best_iou
     if is_best:
@@ -103,6 +107,9 @@ def save_checkpoints(model: CustomModel, datasets, opt: argparse.Namespace, iou:
     if is_best:
         atomic_save(checkpoint, engine.model_file(opt, "best"))
         logger.info("new best model: mIoU %.4f at iteration %d", iou, model.iter)
+    if last:
+        atomic_save(checkpoint, engine.model_file(opt, "last"))
+        logger.info("last model: mIoU %.4f at iteration %d", iou, model.iter)
 
 
 def validation(model: CustomModel, datasets, opt: argparse.Namespace, logger: logging.Logger,
@@ -138,10 +145,10 @@ def validation(model: CustomModel, datasets, opt: argparse.Namespace, logger: lo
 
 
 def checkpoint_after_validation(model: CustomModel, datasets, opt: argparse.Namespace, iou: Optional[float],
-                                inputs: dict, logger: logging.Logger) -> None:
+                                inputs: dict, logger: logging.Logger, last: bool = False) -> None:
     """Write the checkpoints of a validation (main process) once the schedules have stepped."""
     if iou is not None:
-        save_checkpoints(model, datasets, opt, iou, inputs, logger)
+        save_checkpoints(model, datasets, opt, iou, inputs, logger, last=last)
         logger.info("Best iou until now is %.4f", model.best_iou)
     engine.barrier()
 
@@ -168,6 +175,21 @@ def repair_best(opt: argparse.Namespace, checkpoint: dict, logger: logging.Logge
         return
     atomic_save({k: v for k, v in checkpoint.items() if k != "resume"}, path)
     logger.info("repaired %s from the current checkpoint (iteration %d)", path, record["iter"] - 1)
+
+
+def repair_last(opt: argparse.Namespace, logger: logging.Logger) -> None:
+    """A finished run without its last checkpoint (a kill after the final current write, or a run of
+    an earlier version): write it from the current checkpoint, which holds the final model."""
+    path, current = engine.model_file(opt, "last"), engine.model_file(opt, "current")
+    remove_stale_temp_files(path)
+    if not os.path.isfile(current):
+        return
+    checkpoint = load_checkpoint(current, what="current checkpoint")
+    last = load_checkpoint(path, what="last checkpoint") if os.path.isfile(path) else None
+    if last is not None and last.get("iter") == checkpoint.get("iter"):
+        return
+    atomic_save({k: v for k, v in checkpoint.items() if k != "resume"}, path)
+    logger.info("wrote %s from the current checkpoint (iteration %d)", path, checkpoint.get("iter", 0) - 1)
 
 
 def resume(model: CustomModel, datasets, opt: argparse.Namespace, inputs: dict, logger: logging.Logger) -> None:
@@ -215,6 +237,8 @@ def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
         total = min(total, opt.max_iters)
     if model.iter >= total:
         logger.info("training already finished (%d / %d iterations): nothing to do", model.iter, total)
+        if engine.is_main_process():
+            repair_last(opt, logger)
         return
     try:
         run_iterations(model, datasets, opt, total, inputs, logger, device)
@@ -257,6 +281,9 @@ def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total:
                 model.train(logger=logger)
                 if opt.freeze_bn:
                     model.freeze_bn_apply()
+                if getattr(opt, "freeze_bn_stats", False):  # [added] running statistics only; the affine parameters still train
+                    for net in model.nets + model.nets_DP:
+                        freeze_bn_statistics(net)
                 model.optimizer_zerograd()
                 losses = train_step(model, opt, source, target, device)
                 time_meter.update(time.time() - start)
@@ -273,12 +300,13 @@ def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total:
                     validated_at = model.iter
                 model.scheduler_step()
                 if validated_at == model.iter:
-                    checkpoint_after_validation(model, datasets, opt, iou, inputs, logger)
+                    checkpoint_after_validation(model, datasets, opt, iou, inputs, logger,
+                                                last=model.iter >= total)
                 if model.iter >= total:
                     break
         if validated_at != model.iter:  # evaluate and checkpoint the final model as well
             iou = validation(model, datasets, opt, logger, writer, device)
-            checkpoint_after_validation(model, datasets, opt, iou, inputs, logger)
+            checkpoint_after_validation(model, datasets, opt, iou, inputs, logger, last=True)
     finally:  # closed before any message: the bar must not be the last line on the console
         progress.close()
     if writer is not None:

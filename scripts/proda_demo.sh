@@ -9,7 +9,8 @@
 # 3. adversarial warm-up from the source-only model      (configs/demo/gta2city_warmup.py)
 # 4. the stand-in for the SimCLR backbone: the source-only backbone (scripts/proda_demo_backbone.py)
 # 5. the REAL scripts/proda_stage1.sh, proda_stage2.sh, proda_stage3.sh with CFG_DIR=configs/demo
-# 6. test.py on the target val set for each stage's best model, and a Markdown table
+# 6. test.py on the target val set for each stage's best and last model, and a Markdown table
+#    ("best" is selected on that same val set, as the reference selects it: an optimistic pick)
 # Everything is written under demo/ (in the repository); a rerun skips what is done and
 # resumes what was interrupted; `rm -rf demo` starts over. Variables:
 #   DEMO_ORACLE=1   also train the oracle (target labels) and add it to the table
@@ -66,7 +67,7 @@ STAGE1="$(opt_path "$BEST_CKPT" --config "$(cfg stage1)" "${COMMON[@]}")"
 STAGE2="$(opt_path "$BEST_CKPT" --config "$(cfg stage2)" "${COMMON[@]}")"
 STAGE3="$(opt_path "$BEST_CKPT" --config "$(cfg stage3)" "${COMMON[@]}")"
 
-step "[demo 6/6] target val mIoU of each stage's best model (test.py)"
+step "[demo 6/6] target val mIoU of each stage's best and last model (test.py)"
 # stage-2/3 models carry the extra batch norm: load them as the README's test command does
 CLR="--bn_clr --student_init simclr"
 # test-time adaptation rows (docs/tta.md): tent's outputs come from the forward before its
@@ -80,25 +81,29 @@ ROWS=("source-only|$SRC_ONLY|" "source-only + norm|$SRC_ONLY|--tta norm"
 RESULTS=()
 for row in "${ROWS[@]}"; do
   IFS='|' read -r label ckpt flags <<< "$row"
-  json="$REPO/demo/results/$(tr -cs 'A-Za-z0-9-' '_' <<< "$label" | sed 's/_$//').json"
-  if ! up_to_date "$json" "$ckpt" "$json"; then
-    read -r -a flag_args <<< "$flags"
-    run "$PYTHON" -m proda.test --config "$(cfg base)" "${COMMON[@]}" --name demo_test \
-      --resume_path "$ckpt" "${flag_args[@]}" --results_json "$json"
-  fi
-  RESULTS+=("$label" "$json")
+  read -r -a flag_args <<< "$flags"
+  RESULTS+=("$label")
+  for kind in best last; do
+    model="$ckpt"; [[ "$kind" == last ]] && model="$(last_of "$ckpt")"
+    json="$REPO/demo/results/$(tr -cs 'A-Za-z0-9-' '_' <<< "$label" | sed 's/_$//')_$kind.json"
+    if ! up_to_date "$json" "$model" "$json"; then
+      run "$PYTHON" -m proda.test --config "$(cfg base)" "${COMMON[@]}" --name demo_test \
+        --resume_path "$model" "${flag_args[@]}" --results_json "$json"
+    fi
+    RESULTS+=("$json")
+  done
 done
 
 echo
-echo "| stage | target mIoU (%) | s / image (test) |"
-echo "| --- | ---: | ---: |"
+echo "| stage | target mIoU (%), best model | last model | s / image (test, best) |"
+echo "| --- | ---: | ---: | ---: |"
 "$PYTHON" - "${RESULTS[@]}" <<'PY'
 import json, sys
-pairs = sys.argv[1:]
-for label, path in zip(pairs[::2], pairs[1::2]):
-    with open(path) as f:
-        r = json.load(f)
-    print(f"| {label} | {r['mIoU']:.1f} | {r['seconds_per_image']:.3f} |")
+rows = sys.argv[1:]
+for label, best, last in zip(rows[::3], rows[1::3], rows[2::3]):
+    runs = [json.load(open(path)) for path in (best, last)]
+    print(f"| {label} | {runs[0]['mIoU']:.1f} | {runs[1]['mIoU']:.1f} | {runs[0]['seconds_per_image']:.3f} |")
 PY
+echo "(best: the checkpoint with the highest mIoU on this same val set, as the reference picks it; last: the final iteration)"
 echo
 echo "demo finished in $(( (SECONDS - START) / 60 )) min $(( (SECONDS - START) % 60 )) s (this run; skipped steps cost nothing)"

@@ -104,6 +104,8 @@ opt_path() { opt_eval "os.path.abspath($1)" "${@:2}"; }
 
 # File-name patterns of the entry points (the reference's names).
 BEST_CKPT='os.path.join(o.logdir, f"from_{o.src_dataset}_to_{o.tgt_dataset}_on_{o.model_name}_best_model.pkl")'
+# the last checkpoint beside the best one (train.py writes both; "best" is selected on the evaluation set)
+last_of() { echo "${1%_best_model.pkl}_last_model.pkl"; }
 PSEUDO_FOLDER='os.path.join(o.save_path, o.name)'
 PROTOTYPE_FILE='os.path.join(os.path.dirname(o.resume_path), f"prototypes_on_{o.tgt_dataset}_from_{o.model_name}")'
 
@@ -127,6 +129,13 @@ gpu_count() {
   else
     echo 0
   fi
+}
+
+# Print a trained stage's two models: the best (selected on the target val set, the set the
+# reference reports, as the reference selects it) and the last (the final iteration).
+report_models() {
+  echo "  best model (selected on the target val set): $1"
+  echo "  last model (final iteration):                $(last_of "$1")"
 }
 
 # Print a step heading.
@@ -217,5 +226,6 @@ distill_stage() {
   best="$(opt_path "$BEST_CKPT" "${train_args[@]}")"
   step "[stage $n, step 2/2] train stage $n (distillation) -> $best"
   run_train "${train_args[@]}"
-  echo "stage $n done: $best"
+  echo "stage $n done:"
+  report_models "$best"
 }

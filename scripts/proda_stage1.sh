@@ -43,4 +43,5 @@ TRAIN_ARGS+=("${LOGDIR[@]}" --resume_path "$WARMUP" --path_soft "$SOFT")
 BEST="$(opt_path "$BEST_CKPT" "${TRAIN_ARGS[@]}")"
 step "[stage 1, step 3/3] train stage 1 -> $BEST"
 run_train "${TRAIN_ARGS[@]}"
-echo "stage 1 done: $BEST"
+echo "stage 1 done:"
+report_models "$BEST"

@@ -20,6 +20,7 @@ from proda.distributed import wrap_ddp
 from proda.models.builders import batchnorm_class, build_discriminator, build_optimizer, build_student, build_teacher
 from proda.models.compat import ReferenceNames
 from proda.models.ema import build_ema
+from proda.models.precision import MixedPrecision
 from proda.models.prototypes import Prototypes
 from proda.models.steps import StageSteps
 from proda.models.utils import freeze_bn, freeze_bn_params, get_scheduler
@@ -69,6 +70,8 @@ class CustomModel(StageSteps, ReferenceNames):
         self.BaseSchedule = get_scheduler(self.BaseOpti, opt)
         self.optimizers.append(self.BaseOpti)
         self.schedulers.append(self.BaseSchedule)
+        # --amp (off for an options namespace from before the option) and its gradient scalers
+        self.precision = MixedPrecision(getattr(opt, "amp", "off"), self.device, self.optimizers)
         BatchNorm = batchnorm_class(opt.bn, self.device)
         if opt.ema:
             self.BaseNet_ema = build_ema(opt, self.BaseNet, BatchNorm, self.device)
@@ -143,6 +146,8 @@ class CustomModel(StageSteps, ReferenceNames):
                  "stage": self.opt.stage}
         if self.opt.ema:
             state["ema"] = self.BaseNet_ema.state_dict()
+        if self.precision.mode == "fp16":  # the loss scales of the gradient scalers, one per optimiser
+            state["scalers"] = self.precision.state_dict(self.optimizers)
         return state
 
     def load_training_state(self, state: Dict[str, Any]) -> None:
@@ -151,7 +156,8 @@ class CustomModel(StageSteps, ReferenceNames):
             raise CheckpointError(f"the resume state was saved in stage {state.get('stage')!r}, "
                                   f"not {self.opt.stage!r}")
         missing = [k for k in ("nets", "optimizers", "schedulers") if k not in state] + \
-                  (["ema"] if self.opt.ema and "ema" not in state else [])
+                  (["ema"] if self.opt.ema and "ema" not in state else []) + \
+                  (["scalers"] if self.precision.mode == "fp16" and "scalers" not in state else [])
         if missing:
             raise CheckpointError(f"the resume state lacks {missing} (saved with other options?)")
         try:
@@ -163,6 +169,8 @@ class CustomModel(StageSteps, ReferenceNames):
                 optimizer.load_state_dict(saved)
             for scheduler, saved in zip(self.schedulers, state["schedulers"], strict=True):
                 scheduler.load_state_dict(saved)
+            if self.precision.mode == "fp16":
+                self.precision.load_state_dict(self.optimizers, state["scalers"])
             self.objective_vectors = state["objective_vectors"]
         except (KeyError, RuntimeError, ValueError) as err:
             raise CheckpointError(f"the resume state does not fit this model and options: {err}") from None

@@ -58,22 +58,42 @@ def build_teacher(opt: argparse.Namespace, BatchNorm: Type[nn.Module], device: t
     return teacher
 
 
+REFERENCE_BATCH = 4  # the reference's batch size, the base of --scale_lr
+
+
+def lr_scale(opt: argparse.Namespace) -> float:
+    """--scale_lr: learning rates scaled linearly with the effective batch, total bs / 4; else 1.
+
+    Under torchrun opt.bs is already each process's share, so it is multiplied back by the world size.
+    """
+    if not getattr(opt, "scale_lr", False):
+        return 1.0
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    return opt.bs * world / REFERENCE_BATCH
+
+
+def scaled(lr: float, opt: argparse.Namespace) -> float:
+    """`lr` under --scale_lr (exactly `lr` without it)."""
+    return lr * lr_scale(opt) if getattr(opt, "scale_lr", False) else lr
+
+
 def build_optimizer(opt: argparse.Namespace, net: nn.Module) -> torch.optim.Optimizer:
     """SGD (momentum 0.9, weight decay 2e-4); backbone 1x / head 10x groups with --finetune and in warm-up."""
+    lr = scaled(opt.lr, opt)
     if opt.finetune or opt.stage in ("warm_up", "src_only"):
         params: Any = [
-            {"params": list(net.get_1x_lr_params(unique=opt.unique_lr_params)), "lr": opt.lr},
-            {"params": list(net.get_10x_lr_params()), "lr": opt.lr * 10}]
+            {"params": list(net.get_1x_lr_params(unique=opt.unique_lr_params)), "lr": lr},
+            {"params": list(net.get_10x_lr_params()), "lr": lr * 10}]
     else:
         params = net.parameters()
     with warnings.catch_warnings():  # the reference's repeated backbone parameters are deliberate
         warnings.filterwarnings("ignore", message="optimizer contains a parameter group with duplicate")
         # foreach=False: the per-parameter loop, which applies repeated parameters one after another
-        return torch.optim.SGD(params, lr=opt.lr, weight_decay=SGD_WEIGHT_DECAY, momentum=SGD_MOMENTUM,
+        return torch.optim.SGD(params, lr=lr, weight_decay=SGD_WEIGHT_DECAY, momentum=SGD_MOMENTUM,
                                foreach=False)
 
 
 def build_discriminator(opt: argparse.Namespace, device: torch.device) -> Tuple[nn.Module, torch.optim.Optimizer]:
     """Warm-up: the output-space discriminator over the n_class softmax and its Adam optimiser."""
     net_D = FCDiscriminator(inplanes=opt.n_class).to(device)
-    return net_D, torch.optim.Adam(net_D.parameters(), lr=D_LR, betas=D_BETAS)
+    return net_D, torch.optim.Adam(net_D.parameters(), lr=scaled(D_LR, opt), betas=D_BETAS)
