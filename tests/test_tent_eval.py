@@ -9,28 +9,11 @@ import torch
 
 from tent import cifar10c, conf, mnistc, report
 from tent.conf import cfg
-from test_tent_helpers import fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
+from test_tent_helpers import TINY_MNIST_CFG, fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("fresh_cfg")
 
-TINY = """MODEL:
-  ARCH: MnistCNN
-  ADAPTATIONS: [source, norm, tent]
-TEST:
-  BATCH_SIZE: 20
-CORRUPTION:
-  DATASET: mnist
-  NUM_EX: 40
-  SEVERITY: [5, 3]
-  TYPE: [gaussian_noise, contrast]
-OPTIM:
-  LR: 1e-2
-MNISTC:
-  NUM_TRAIN: 500
-  WIDTH: 4
-  EPOCHS: 1
-  BATCH_SIZE: 100
-"""
+TINY = TINY_MNIST_CFG.replace("SEVERITY: [5]", "SEVERITY: [5, 3]")
 
 
 @pytest.fixture(scope="module")

@@ -10,29 +10,12 @@ import torch
 
 from tent import cifar10c, conf, mnistc, models, report
 from tent.errors import UnsafeCheckpointError
-from test_tent_helpers import fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
+from test_tent_helpers import TINY_MNIST_CFG, fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("fresh_cfg")
 
 TINY_TRAIN = dict(num_train=500, seed=0, width=4, epochs=1, batch_size=100, lr=3e-3)
-TINY = """MODEL:
-  ARCH: MnistCNN
-  ADAPTATIONS: [source, norm, tent]
-TEST:
-  BATCH_SIZE: 20
-CORRUPTION:
-  DATASET: mnist
-  NUM_EX: 40
-  SEVERITY: [5]
-  TYPE: [gaussian_noise, contrast]
-OPTIM:
-  LR: 1e-2
-MNISTC:
-  NUM_TRAIN: 500
-  WIDTH: 4
-  EPOCHS: 1
-  BATCH_SIZE: 100
-"""
+TINY = TINY_MNIST_CFG
 
 
 def test_checkpoint_names_are_keyed_by_every_training_setting(tmp_path):
