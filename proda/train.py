@@ -30,8 +30,8 @@ from proda.metrics import averageMeter
 from proda.models.accumulation import freeze_bn_statistics
 from proda.models.adaptation_modelv2 import CustomModel
 from proda.resume import data_state, load_data_state, rng_state, set_rng_state
-from proda.utils import (CheckpointError, OptionError, atomic_save, get_device, load_checkpoint,
-                         remove_stale_temp_files)
+from proda.utils import (CheckpointError, OptionError, atomic_save, get_device, interrupts_deferred,
+                         load_checkpoint, remove_stale_temp_files)
 
 try:  # tensorboard is a declared dependency; keep training possible without it
     from torch.utils.tensorboard import SummaryWriter
@@ -103,13 +103,14 @@ def save_checkpoints(model: CustomModel, datasets, opt: argparse.Namespace, iou:
     checkpoint = model.reference_checkpoint(iters=model.iter + 1, best_iou=iou)
     state = {**model.training_state(), "rng": rng_state(), "data": data_state(datasets), "inputs": inputs,
              "best": getattr(model, "best_record", None)}
-    atomic_save({**checkpoint, "resume": state}, engine.model_file(opt, "current"))
-    if is_best:
-        atomic_save(checkpoint, engine.model_file(opt, "best"))
-        logger.info("new best model: mIoU %.4f at iteration %d", iou, model.iter)
-    if last:
-        atomic_save(checkpoint, engine.model_file(opt, "last"))
-        logger.info("last model: mIoU %.4f at iteration %d", iou, model.iter)
+    with interrupts_deferred():  # Ctrl-C lands after the whole set is written
+        atomic_save({**checkpoint, "resume": state}, engine.model_file(opt, "current"))
+        if is_best:
+            atomic_save(checkpoint, engine.model_file(opt, "best"))
+            logger.info("new best model: mIoU %.4f at iteration %d", iou, model.iter)
+        if last:
+            atomic_save(checkpoint, engine.model_file(opt, "last"))
+            logger.info("last model: mIoU %.4f at iteration %d", iou, model.iter)
 
 
 def validation(model: CustomModel, datasets, opt: argparse.Namespace, logger: logging.Logger,

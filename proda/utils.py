@@ -1,12 +1,15 @@
 """Small helpers shared by every ProDA module: logging, devices, flips, checkpoint files."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
 import pickle
+import signal
 import tempfile
-from typing import Any, BinaryIO, Callable, List, Optional
+import threading
+from typing import Any, BinaryIO, Callable, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -107,9 +110,45 @@ def atomic_write(path: str, write: Callable[[BinaryIO], Any]) -> None:
         raise
 
 
+_HOLD = {"depth": 0, "held": False}  # nesting of interrupts_deferred, and whether a SIGINT came
+
+
+def _hold_sigint(signum: int, frame: Any) -> None:
+    """SIGINT handler while writes are held: remember it."""
+    _HOLD["held"] = True
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) while files are written and raise it once they are all written.
+
+    A KeyboardInterrupt inside torch.save's zip writer becomes a RuntimeError (and a traceback),
+    and the files of one save (current, best, last checkpoints) belong together. Nested scopes
+    share the outermost one; outside the main thread signals cannot be handled, so nothing is held.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    outermost = _HOLD["depth"] == 0
+    if outermost:
+        _HOLD["held"] = False
+    previous = signal.signal(signal.SIGINT, _hold_sigint) if outermost else None
+    _HOLD["depth"] += 1
+    try:
+        yield
+    finally:
+        _HOLD["depth"] -= 1
+        if outermost:
+            signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if outermost and _HOLD["held"]:
+        _HOLD["held"] = False
+        raise KeyboardInterrupt
+
+
 def atomic_save(obj: Any, path: str) -> None:
-    """torch.save written atomically (see atomic_write): checkpoints are never half-written."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save written atomically (see atomic_write), Ctrl-C held until it is complete."""
+    with interrupts_deferred():
+        atomic_write(path, lambda f: torch.save(obj, f))
 
 
 TRUST_FLAG = "--trust_checkpoint"
