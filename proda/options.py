@@ -84,6 +84,10 @@ def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
     g.add_argument("--bn_clr", action="store_true", help="if true, add a bn layer for the output of simclr model")
     g.add_argument("--backbone_layers", type=_layers, default=[3, 4, 23, 3],
                    help="[added] bottleneck blocks per ResNet stage; 3,4,23,3 is ResNet-101 (smaller for tests and the CPU demo)")
+    g.add_argument("--trim_aspp", action="store_true",
+                   help="[added] ASPP's dilated 3x3 convs skip the kernel taps that fall outside a feature map "
+                        "smaller than their dilation (they read zero padding only): same function, rounding "
+                        "differs (~1e-7); speeds up tiny images (the CPU demo), never triggers at the reference sizes")
 
     g = p.add_argument_group("training")
     g.add_argument("--stage", type=str, default="stage1", choices=STAGES,

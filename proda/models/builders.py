@@ -32,9 +32,14 @@ def batchnorm_class(bn: str, device: torch.device) -> Type[nn.Module]:
     return nn.BatchNorm2d
 
 
+def network_options(opt: argparse.Namespace) -> dict:
+    """The options every DeepLabv2 of a run is built with (student, EMA network, teacher)."""
+    return dict(num_classes=opt.n_class, layers=opt.backbone_layers, trim_aspp=opt.trim_aspp)
+
+
 def student_network(opt: argparse.Namespace, BatchNorm: Type[nn.Module], restore_from: Optional[str]) -> nn.Module:
     """The student as the reference builds it for --student_init (bn_clr only with simclr, or random)."""
-    common = dict(num_classes=opt.n_class, restore_from=restore_from, layers=opt.backbone_layers)
+    common = dict(restore_from=restore_from, **network_options(opt))
     if opt.student_init == "simclr":
         return Deeplab(BatchNorm, initialization=opt.simclr_path, bn_clr=opt.bn_clr, **common)
     if opt.student_init == "random":
@@ -51,8 +56,7 @@ def build_student(opt: argparse.Namespace) -> nn.Module:
 
 def build_teacher(opt: argparse.Namespace, BatchNorm: Type[nn.Module], device: torch.device) -> nn.Module:
     """Stages 2-3: the previous stage's network from --resume_path, frozen, in eval mode."""
-    teacher = Deeplab(BatchNorm, num_classes=opt.n_class, restore_from=opt.resume_path,
-                      bn_clr=opt.ema_bn, layers=opt.backbone_layers).to(device)
+    teacher = Deeplab(BatchNorm, restore_from=opt.resume_path, bn_clr=opt.ema_bn, **network_options(opt)).to(device)
     teacher.eval()
     teacher.requires_grad_(False)
     return teacher

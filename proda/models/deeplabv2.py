@@ -19,6 +19,7 @@ from typing import Dict, Iterator, Optional, Sequence, Type
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from proda.models.utils import freeze_bn_params, is_batchnorm
 from proda.utils import CheckpointError, load_checkpoint
@@ -86,8 +87,26 @@ def _branch(inplanes: int, kernel_size: int, dilation: int) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
+def conv_on_map(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """`conv` (3x3, stride 1, padding = dilation) without the kernel taps that read only zero padding.
+
+    On a map no taller (wider) than the dilation, the kernel's outer rows (columns) never reach
+    it: the same sums without their zero terms, at a third (a ninth) of the work. The weights of
+    the left-out taps get zero gradient, as they do in the full convolution. [added: --trim_aspp]
+    """
+    (d_h, d_w), (height, width) = conv.dilation, x.shape[-2:]
+    keep_rows, keep_cols = d_h < height, d_w < width
+    if keep_rows and keep_cols:
+        return conv(x)
+    weight = conv.weight[:, :, slice(None) if keep_rows else slice(1, 2), slice(None) if keep_cols else slice(1, 2)]
+    return F.conv2d(x, weight, conv.bias, padding=(d_h if keep_rows else 0, d_w if keep_cols else 0),
+                    dilation=conv.dilation)
+
+
 class Classifier_Module2(nn.Module):
     """ProDA's head: ASPP branches with GroupNorm, an SE block, a 256-channel fusion, dropout, 1x1 classifier."""
+
+    trim_taps = False  # [added] --trim_aspp: dilated branches skip the taps that only read padding
 
     def __init__(self, inplanes: int, dilation_series: Sequence[int], padding_series: Sequence[int],
                  num_classes: int, droprate: float = 0.1, use_se: bool = True) -> None:
@@ -108,9 +127,15 @@ class Classifier_Module2(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.normal_(self.head[1].weight, 0, 0.001)
 
+    def _branch_forward(self, branch: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        """One ASPP branch; with trim_taps its dilated conv leaves out the taps outside the map."""
+        if not (self.trim_taps and branch[0].kernel_size == (3, 3)):
+            return branch(x)
+        return branch[1:](conv_on_map(branch[0], x))
+
     def forward(self, x: torch.Tensor, get_feat: bool = False):
         """Logits, or {'feat': fused features after dropout, 'out': logits} when get_feat."""
-        out = torch.cat([branch(x) for branch in self.conv2d_list], 1)
+        out = torch.cat([self._branch_forward(branch, x) for branch in self.conv2d_list], 1)
         out = self.bottleneck(out)
         if not get_feat:
             return self.head(out)
@@ -122,7 +147,7 @@ class ResNet101(nn.Module):
     """Dilated ResNet backbone (output stride 8) with ProDA's head as `layer5`."""
 
     def __init__(self, block: Type[Bottleneck], layers: Sequence[int], num_classes: int,
-                 BatchNorm: Type[nn.Module], bn_clr: bool = False) -> None:
+                 BatchNorm: Type[nn.Module], bn_clr: bool = False, trim_aspp: bool = False) -> None:
         super().__init__()
         self.inplanes = 64
         self.bn_clr = bn_clr
@@ -135,6 +160,7 @@ class ResNet101(nn.Module):
         self.layer3 = self._make_layer(block, 256, layers[2], stride=1, dilation=2, BatchNorm=BatchNorm)
         self.layer4 = self._make_layer(block, 512, layers[3], stride=1, dilation=4, BatchNorm=BatchNorm)
         self.layer5 = Classifier_Module2(2048, ASPP_DILATIONS, ASPP_DILATIONS, num_classes)
+        self.layer5.trim_taps = trim_aspp
         if self.bn_clr:  # extra BN on the backbone output, for SimCLR-initialised students
             self.bn_pretrain = BatchNorm(2048, affine=affine_par)
         self._init_weights()
@@ -265,7 +291,7 @@ def restore(model: nn.Module, restore_from: str, num_classes: int) -> None:
 def Deeplab(BatchNorm: Type[nn.Module], num_classes: int = 21, freeze_bn: bool = False,
             restore_from: Optional[str] = None, initialization: Optional[str] = None, bn_clr: bool = False,
             *, layers: Sequence[int] = RESNET101_LAYERS, init: Optional[str] = None,
-            imagenet_path: str = "") -> ResNet101:
+            imagenet_path: str = "", trim_aspp: bool = False) -> ResNet101:
     """Build ProDA's DeepLabv2 and initialise it as the reference does.
 
     initialization: None -> ImageNet weights; a path -> SimCLR checkpoint (its 'state_dict').
@@ -273,11 +299,12 @@ def Deeplab(BatchNorm: Type[nn.Module], num_classes: int = 21, freeze_bn: bool =
     restore_from: a ProDA checkpoint loaded strictly on top. It overwrites every tensor, so the
     pretrained weights are then not read at all (same result, no ImageNet file needed).
     layers (keyword, [added]): blocks per stage; (3, 4, 23, 3) is ResNet-101.
+    trim_aspp (keyword, [added]): see conv_on_map; changes the work, not the function computed.
     """
     init = init or ("imagenet" if initialization is None else "simclr")
     if init not in INITIALIZATIONS:
         raise ValueError(f"Deeplab: unknown init {init!r}, expected one of {INITIALIZATIONS}")
-    model = ResNet101(Bottleneck, list(layers), num_classes, BatchNorm, bn_clr=bn_clr)
+    model = ResNet101(Bottleneck, list(layers), num_classes, BatchNorm, bn_clr=bn_clr, trim_aspp=trim_aspp)
     if freeze_bn:
         model.apply(freeze_bn_params)
     if restore_from is not None:

@@ -12,6 +12,7 @@ from typing import Type
 import torch
 import torch.nn as nn
 
+from proda.models.builders import network_options
 from proda.models.deeplabv2 import Deeplab
 from proda.utils import OptionError
 
@@ -24,8 +25,7 @@ def build_ema(opt: argparse.Namespace, student: nn.Module, BatchNorm: Type[nn.Mo
     if opt.ema_bn != student.bn_clr:
         raise OptionError("--ema_bn gives the EMA network the extra SimCLR batch norm, so the student needs "
                           "it too: use --ema_bn together with --bn_clr --student_init simclr (or neither)")
-    ema = Deeplab(BatchNorm, num_classes=opt.n_class, bn_clr=opt.ema_bn,
-                  layers=opt.backbone_layers, init="random").to(device)
+    ema = Deeplab(BatchNorm, bn_clr=opt.ema_bn, init="random", **network_options(opt)).to(device)
     ema.load_state_dict(student.state_dict())
     ema.requires_grad_(False)  # updated by update_ema only
     return ema
