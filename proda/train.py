@@ -315,7 +315,7 @@ def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total:
 
 def main(argv=None) -> None:
     """Command-line entry point."""
-    engine.run(train, description=__doc__.splitlines()[0], argv=argv)
+    engine.run(train, description=__doc__.splitlines()[0], argv=argv, entry="train")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from proda.data.randaugment import RandAugmentMC
-from proda.engine import OptionError
+from proda.engine import INFERENCE_OPTIONS, OptionError
 from proda.models.adaptation_modelv2 import CustomModel
 from proda.models.builders import batchnorm_class, build_student
 from proda.models.deeplabv2 import ASPP_DILATIONS, Deeplab
@@ -217,7 +217,7 @@ def test_reference_checkpoint_restores_strictly_and_rejects_mismatches(tmp_path)
 def test_build_student_is_the_checkpoint_network_alone(tmp_path):
     path, model = saved_checkpoint(tmp_path)
     opt = make_opt("--resume_path", path)  # stage-1 defaults without --ema: fine for inference
-    opt.no_resume = False  # as engine.inference_options sets it
+    opt = opt.replace(**INFERENCE_OPTIONS)  # as the inference entry points resolve it
     net = build_student(opt)
     assert type(net) is type(model.BaseNet) and net.training
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in model.BaseNet.state_dict().items())
@@ -250,7 +250,7 @@ def test_rce_and_regular_loss_follow_their_definitions_and_ignore_250():
     assert torch.allclose(model.rce(logits, labels.clone()), expected, rtol=1e-4)
     entropy_term = (F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum(1).mean()
     assert torch.allclose(model.regular_loss(logits), entropy_term)
-    model.opt.regular_type = "MRKLD"
+    model.opt = model.opt.replace(regular_type="MRKLD")
     assert torch.allclose(model.regular_loss(logits), -F.log_softmax(logits, 1).mean())
 
 
@@ -401,6 +401,6 @@ def test_distillation_step_trains_student_not_teacher_and_kd_forms(tmp_path):
         t = F.softmax(F.interpolate(model.teacher(images)["out"], size=(8, 8), mode="bilinear", align_corners=True), 1)
     default = model._distillation_loss(logits, images, (8, 8))  # the reference: softmax into kl_div
     assert torch.allclose(default, (t * (t.log() - F.softmax(logits, 1))).mean(), atol=1e-6)
-    model.opt.kd_log_softmax = True
+    model.opt = model.opt.replace(kd_log_softmax=True)
     corrected = model._distillation_loss(logits, images, (8, 8))
     assert torch.allclose(corrected, (t * (t.log() - F.log_softmax(logits, 1))).mean(), atol=1e-6)
