@@ -53,30 +53,6 @@ def load_prototypes(opt: argparse.Namespace, model: CustomModel, logger: logging
     logger.info("loaded prototypes from %s", path)
 
 
-def train_step(model: CustomModel, opt: argparse.Namespace, source: dict, target: dict,
-               device: torch.device) -> Dict[str, float]:
-    """One optimisation step of the chosen stage; returns its losses by name."""
-    images = source["img"].to(device)
-    labels = source["label"].to(device)
-    target_image = target["img"].to(device)
-    if opt.stage == "warm_up":
-        loss_src, loss_g, loss_d = model.step_adv(images, labels, target_image,
-                                                  source["img_strong"].to(device), source["params"])
-        return {"loss_GTA": loss_src, "loss_G": loss_g, "loss_D": loss_d}
-    if opt.stage == "src_only":
-        return {"loss_GTA": model.step_source(images, labels)}
-    target_lp = target["lp"].to(device) if "lp" in target else None
-    if opt.stage == "stage1":
-        target_lpsoft = target["lpsoft"].to(device) if "lpsoft" in target else None
-        loss, loss_cts, loss_consist = model.step(
-            images, labels, target_image, target["img_strong"].to(device), target["params"],
-            target_lp, target_lpsoft, target["img_full"].to(device), target["weak_params"])
-        return {"loss": loss, "loss_CTS": loss_cts, "loss_consist": loss_consist}
-    loss_src, loss = model.step_distillation(images, labels, target_image, target["img_strong"].to(device),
-                                             target["params"], target_lp)
-    return {"loss_GTA": loss_src, "loss": loss}
-
-
 def learning_rates(model: CustomModel) -> Dict[str, float]:
     """Current base learning rate of the segmentation network and, in warm-up, the discriminator."""
     rates = {"lr/ResNet101": model.BaseOpti.param_groups[0]["lr"]}
@@ -285,7 +261,7 @@ def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total:
                     for net in model.nets + model.nets_DP:
                         freeze_bn_statistics(net)
                 model.optimizer_zerograd()
-                losses = train_step(model, opt, source, target, device)
+                losses = model.stage_step(source, target)  # models/steps.py: STAGE_STEPS
                 time_meter.update(time.time() - start)
                 progress.update(1)
 
