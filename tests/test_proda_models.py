@@ -1,6 +1,7 @@
 """ProDA's networks and trainer: DeepLabv2 matches the reference architecture and initialisation,
 the losses ignore label 250, each stage's step updates what it should (and nothing else), and
 checkpoints round-trip in the reference format and with the full resume state."""
+import copy
 import logging
 import random
 
@@ -16,11 +17,12 @@ from torch.utils.data import default_collate
 from proda.data.randaugment import RandAugmentMC
 from proda.engine import INFERENCE_OPTIONS, OptionError
 from proda.models.adaptation_modelv2 import CustomModel
+from proda.models.steps import STAGE_STEPS
 from proda.models.builders import batchnorm_class, build_student
 from proda.models.deeplabv2 import ASPP_DILATIONS, Deeplab
 from proda.models.discriminator import FCDiscriminator
 from proda.models.utils import PolynomialLR, cross_entropy2d, freeze_bn, get_scheduler, is_batchnorm
-from proda.options import parse_opt
+from proda.options import STAGES, parse_opt
 from proda.utils import CheckpointError, atomic_save
 
 N_CLASS = 13
@@ -370,6 +372,39 @@ def test_stage1_step_updates_student_ema_and_prototypes(s_pseudo):
     assert updated.any() and torch.all(model.objective_vectors_num <= 2)  # at most one vector per image
     assert not torch.equal(model.objective_vectors[updated], protos[updated])
     assert torch.equal(model.objective_vectors[~updated], protos[~updated])
+
+
+STAGE_FLAGS = {"warm_up": ["--S_pseudo_src", "1"], "src_only": [], "stage1": STAGE1[2:], "stage2": ["--S_pseudo", "1"]}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_FLAGS))
+def test_stage_step_table_equals_the_positional_steps(stage):
+    """model.stage_step(source, target) on the loaders' batch dicts is the reference's positional step."""
+    assert set(STAGE_STEPS) == set(STAGES) and STAGE_STEPS["stage3"] is STAGE_STEPS["stage2"]
+    model = CustomModel(make_opt("--stage", stage, "--lr", "0.01", *STAGE_FLAGS[stage]), LOG)
+    model.objective_vectors = torch.randn(N_CLASS, 256)
+    images, labels, params = batch()
+    full, lpsoft = torch.randn(2, 3, 48, 48), F.softmax(torch.randn(2, N_CLASS, 32, 32) * 3, 1)
+    source = {"img": images, "label": labels, "img_strong": images.flip(3), "params": params}
+    target = {"img": images.flip(2), "img_strong": images.flip(3), "params": params, "lp": labels.clone(),
+              "lpsoft": lpsoft, "img_full": full, "weak_params": weak_params()}
+    positional = {"warm_up": lambda m: m.step_adv(images, labels, images.flip(2), images.flip(3), params),
+                  "src_only": lambda m: m.step_source(images, labels, None, images.flip(3), params),
+                  "stage1": lambda m: m.step(images, labels, images.flip(2), images.flip(3), params, None, lpsoft,
+                                             full, weak_params()),
+                  "stage2": lambda m: m.step_distillation(images, labels, images.flip(2), images.flip(3), params,
+                                                          labels.clone())}[stage]
+    twin = copy.deepcopy(model)
+    for m in (model, twin):
+        m.train()
+        m.optimizer_zerograd()
+    torch.manual_seed(0)
+    losses = model.stage_step(source, target)
+    torch.manual_seed(0)
+    expected = positional(twin)
+    assert tuple(losses.values()) == ((expected,) if stage == "src_only" else expected)
+    assert not changed(snapshot(twin.BaseNet), model.BaseNet, snapshot(twin.BaseNet))
+    assert torch.equal(model.objective_vectors, twin.objective_vectors)
 
 
 def test_stage1_without_ema_is_an_option_error_at_construction():
