@@ -227,6 +227,9 @@ def get_parser(description: str = "ProDA", entry: Optional[str] = None) -> argpa
                    help="tent: normalise with the test batch's statistics (tent) or keep the source running statistics and adapt only the affine")
     if entry is not None:
         hide_groups(group, ENTRY_GROUPS[entry])
+        others = ", ".join(f"proda.{e}" for e in ENTRY_GROUPS if e != entry)
+        p.epilog = (f"The options of the other entry points ({others}; see their --help) are accepted too, "
+                    "so that one config file serves every step of a stage; they do nothing here.")
     return p
 
 
