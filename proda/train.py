@@ -236,6 +236,16 @@ def log_losses(model: CustomModel, opt: argparse.Namespace, losses: Dict[str, fl
             writer.add_scalar(k if "/" in k else f"train/{k}", v, i)
 
 
+def train_mode(model: CustomModel, opt: argparse.Namespace, logger: logging.Logger) -> None:
+    """Train mode for the iteration, with --freeze_bn (BN in eval mode) or --freeze_bn_stats applied."""
+    model.train(logger=logger)
+    if opt.freeze_bn:
+        model.freeze_bn_apply()
+    if getattr(opt, "freeze_bn_stats", False):  # [added] running statistics only; the affine parameters still train
+        for net in model.nets + model.nets_DP:
+            freeze_bn_statistics(net)
+
+
 def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total: int, inputs: dict,
                    logger: logging.Logger, device: torch.device) -> None:
     """Iterations model.iter+1 .. total; an epoch resumed mid-way starts at its next unseen batch."""
@@ -254,12 +264,7 @@ def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total:
                 model.iter += 1
                 i = model.iter
                 start = time.time()
-                model.train(logger=logger)
-                if opt.freeze_bn:
-                    model.freeze_bn_apply()
-                if getattr(opt, "freeze_bn_stats", False):  # [added] running statistics only; the affine parameters still train
-                    for net in model.nets + model.nets_DP:
-                        freeze_bn_statistics(net)
+                train_mode(model, opt, logger)
                 model.optimizer_zerograd()
                 losses = model.stage_step(source, target)  # models/steps.py: STAGE_STEPS
                 time_meter.update(time.time() - start)
