@@ -67,7 +67,8 @@ def calc_prototype(opt: argparse.Namespace, logger: logging.Logger) -> None:
 
 def main(argv=None) -> None:
     """Command-line entry point."""
-    engine.run(calc_prototype, description=__doc__.splitlines()[0], argv=argv, adjust=engine.inference_options)
+    engine.run(calc_prototype, description=__doc__.splitlines()[0], argv=argv, entry="calc_prototype",
+               overrides=engine.INFERENCE_OPTIONS)
 
 
 if __name__ == "__main__":

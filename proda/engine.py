@@ -10,7 +10,7 @@ import logging
 import os
 import random
 import sys
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,9 +19,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from proda.distributed import in_process_group
 from proda.metrics import runningScore
 from proda.options import parse_opt
 from proda.utils import CheckpointError, OptionError, get_device, get_logger, set_trust_checkpoint
+
+# What the scripts that only run a trained model force (prototypes, pseudo labels, test):
+# unaugmented, unshuffled images in order (the reference forces noaug and noshuffle), the
+# model of --resume_path always loaded, and no saved pseudo labels read.
+INFERENCE_OPTIONS = {"noaug": True, "noshuffle": True, "no_resume": False, "used_save_pseudo": False}
 
 # SYNTHIA papers report mIoU over 13 classes: the 16-class set without wall, fence and pole.
 SYNTHIA_13_OF_16 = [0, 1, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
@@ -85,50 +91,41 @@ def seed_everything(seed: int) -> None:
 def init_distributed(opt: argparse.Namespace) -> Tuple[int, int]:
     """Join the torchrun process group when launched by torchrun; returns (rank, world size).
 
-    Each process drives one GPU (cuda:LOCAL_RANK). The reference's --bs was the total batch of
-    its DataParallel run, so each process takes bs / world_size images.
+    Each process drives one GPU (cuda:LOCAL_RANK); its batch and device were resolved with the
+    options (options.process_share), so nothing here changes them.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available()
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        opt.device = f"cuda:{local_rank}"
+        torch.cuda.set_device(get_device(opt.device))
     dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    if opt.bs % world:
-        raise OptionError(f"--bs {opt.bs} is the total batch size and must be divisible by the {world} processes")
-    opt.bs //= world
-    if opt.bs % opt.accum_steps:  # [added] --accum_steps cuts each process's batch
-        raise OptionError(f"--accum_steps {opt.accum_steps} must divide each process's batch of {opt.bs} "
-                          f"(--bs / {world} processes)")
     return dist.get_rank(), world
 
 
 def is_main_process() -> bool:
     """True on the process that logs and writes files (rank 0, or the only process)."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return not in_process_group() or dist.get_rank() == 0
 
 
 def barrier() -> None:
     """Wait for every process (no-op without a process group)."""
-    if dist.is_available() and dist.is_initialized():
+    if in_process_group():
         dist.barrier()
 
 
 def run(main: Callable[[argparse.Namespace, logging.Logger], None], description: str,
-        argv: Optional[Sequence[str]] = None,
-        adjust: Optional[Callable[[argparse.Namespace], None]] = None,
-        outputs: Sequence[str] = ()) -> None:
-    """Parse options, set up distributed mode and logging, run `main`, report user errors in one line.
+        argv: Optional[Sequence[str]] = None, entry: Optional[str] = None,
+        overrides: Optional[Mapping[str, Any]] = None, outputs: Sequence[str] = ()) -> None:
+    """Parse and resolve the options (frozen), set up distributed mode and logging, run `main`,
+    report user errors in one line.
 
-    `outputs` names the options (besides --logdir) whose paths the entry point writes; they
+    `entry` names the entry point (its --help groups), `overrides` are option values it forces
+    (INFERENCE_OPTIONS), `outputs` the options (besides --logdir) whose paths it writes; they
     are checked before any work. A user error exits 1 (2 for contradicting options), Ctrl-C 130.
     """
-    opt = parse_opt(argv, description=description)
-    if adjust is not None:
-        adjust(opt)
+    opt = parse_opt(argv, description=description, entry=entry, overrides=overrides)
     logger = None
     set_trust_checkpoint(opt.trust_checkpoint)
     try:
@@ -149,7 +146,7 @@ def run(main: Callable[[argparse.Namespace, logging.Logger], None], description:
         sys.exit(2 if isinstance(err, OptionError) else 1)
     finally:
         set_trust_checkpoint(False)
-        if dist.is_available() and dist.is_initialized():
+        if in_process_group():
             dist.destroy_process_group()
 
 
@@ -161,18 +158,6 @@ def report(logger: Optional[logging.Logger], message: str, prefix: Optional[str]
                 handler.emit(logging.LogRecord(logger.name, logging.ERROR, "", 0, message, None, None))
     name = os.path.basename(sys.argv[0]) if prefix is None else prefix
     print(f"{name}: {message}" if name else message, file=sys.stderr, flush=True)
-
-
-def inference_options(opt: argparse.Namespace) -> None:
-    """Options of the scripts that only run a trained model (prototypes, pseudo labels, test).
-
-    Unaugmented, unshuffled images in order (the reference forces noaug and noshuffle), the
-    model of --resume_path always loaded, and no saved pseudo labels read.
-    """
-    opt.noaug = True
-    opt.noshuffle = True
-    opt.no_resume = False
-    opt.used_save_pseudo = False
 
 
 def model_file(opt: argparse.Namespace, kind: str) -> str:

@@ -124,8 +124,8 @@ def generate(opt: argparse.Namespace, logger: logging.Logger) -> None:
 
 def main(argv=None) -> None:
     """Command-line entry point."""
-    engine.run(generate, description=__doc__.splitlines()[0], argv=argv, adjust=engine.inference_options,
-               outputs=("save_path",))
+    engine.run(generate, description=__doc__.splitlines()[0], argv=argv, entry="generate_pseudo_label",
+               overrides=engine.INFERENCE_OPTIONS, outputs=("save_path",))
 
 
 if __name__ == "__main__":

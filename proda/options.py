@@ -1,9 +1,14 @@
 """Command-line options of every ProDA entry point, and the `--config FILE` mechanism.
 
-All entry points (train, calc_prototype, generate_pseudo_label, test) share one option set:
+All entry points (train, calc_prototype, generate_pseudo_label, test) accept one option set:
 the reference `parser_train.py` flags with the reference defaults, the entry-specific flags
 of the reference scripts (`--soft`, `--flip`, `--save_path`, `--source`), and a few
-additions that are documented in place and listed in docs/fidelity.md.
+additions that are documented in place and listed in docs/fidelity.md. The options come in
+groups; each entry point's --help lists the shared groups and its own (ENTRY_GROUPS), while
+a shared config file or command line may still set the others.
+
+`parse_opt` resolves the options once -- the entry point's overrides, paths under --root,
+under torchrun each process's batch and device -- and returns them frozen (`Options`).
 
 Precedence: built-in defaults < config file (and its `_base_` files) < command-line flags.
 An unknown option name or a wrongly typed value in a config file stops with one line
@@ -14,7 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from proda.config import Config, ConfigError
 
@@ -49,13 +54,41 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
 
 
-def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
-    """The shared parser: reference flags and defaults first, additions marked as such."""
+# The option groups, by key; every entry point accepts every option (a config or a script's
+# EXTRA_ARGS is shared between the steps of a stage), but its --help lists only the groups it uses.
+SHARED_GROUPS = ("paths", "model", "data", "runtime")
+ENTRY_GROUPS = {
+    "train": SHARED_GROUPS + ("training", "training data", "losses", "hardware", "logging"),
+    "generate_pseudo_label": SHARED_GROUPS + ("pseudo labels",),
+    "calc_prototype": SHARED_GROUPS + ("prototypes",),
+    "test": SHARED_GROUPS + ("test", "tta"),
+}
+GROUP_TITLES = {
+    "paths": "paths", "model": "model", "data": "data", "runtime": "runtime",
+    "training": "training: stage, schedule, prototypes (train.py)",
+    "training data": "training data: augmentation and saved pseudo labels (train.py)",
+    "losses": "losses (train.py)",
+    "hardware": "hardware [added] (train.py; docs/proda-hardware.md)",
+    "logging": "logging (train.py)",
+    "pseudo labels": "pseudo labels to write (generate_pseudo_label.py)",
+    "prototypes": "prototypes to compute (calc_prototype.py)",
+    "test": "test outputs (test.py)",
+    "tta": "test-time adaptation [added] (test.py; tent, Wang et al. ICLR 2021; see docs/tta.md)",
+}
+
+
+def get_parser(description: str = "ProDA", entry: Optional[str] = None) -> argparse.ArgumentParser:
+    """The shared parser: reference flags and defaults first, additions marked as such.
+
+    `entry` (train, test, generate_pseudo_label, calc_prototype) hides the other entry points'
+    groups from --help; None shows every group (the shell helpers, tests).
+    """
     p = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", type=str, default=None,
                    help="Python config file of option assignments (see configs/); flags given on the command line override it")
+    group = {key: p.add_argument_group(title) for key, title in GROUP_TITLES.items()}
 
-    g = p.add_argument_group("paths")
+    g = group["paths"]
     g.add_argument("--root", type=str, default="",
                    help="prefix for the relative data, checkpoint and pseudo-label paths below (reference: '/mnt/blob' plus 'Code/ProDA'; here: empty = relative to the working directory)")
     g.add_argument("--name", type=str, default="gta2city", help="experiment name: logs go to logs/<name>, pseudo labels to <save_path>/<name>")
@@ -64,21 +97,15 @@ def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
                    help="checkpoint to start from (warm-up / previous stage); its folder also holds the prototype file")
     g.add_argument("--src_rootpath", type=str, default="Dataset/GTA5")
     g.add_argument("--tgt_rootpath", type=str, default="Dataset/cityscapes")
-    g.add_argument("--path_LP", type=str, default="Pseudo/pretrain_warmup/LP0.95", help="folder of hard pseudo labels (stage 2/3)")
-    g.add_argument("--path_soft", type=str, default="Pseudo/pretrain_warmup_soft/LP0.0", help="folder of soft pseudo labels (stage 1)")
-    g.add_argument("--save_path", type=str, default="./Pseudo", help="generate_pseudo_label.py: output folder (pseudo labels go to <save_path>/<name>)")
     g.add_argument("--simclr_path", type=str, default="pretrained/simclr/r101_1x_sk0.pth",
                    help="[added] SimCLR ResNet-101 checkpoint for --student_init simclr (reference: fixed path)")
     g.add_argument("--imagenet_path", type=str, default="",
                    help="[added] local torchvision ResNet-101 ImageNet weights (default: torch hub cache, resnet101-5d3b4d8f.pth)")
 
-    g = p.add_argument_group("model")
+    g = group["model"]
     g.add_argument("--model_name", type=str, default="deeplabv2", choices=["deeplabv2"])
     g.add_argument("--bn", type=str, default="sync_bn", choices=["sync_bn", "bn"],
                    help="sync_bn: torch SyncBatchNorm when training on several GPUs (plain BatchNorm2d otherwise)")
-    g.add_argument("--freeze_bn", action="store_true")
-    g.add_argument("--ema", action="store_true", help="use ema model")
-    g.add_argument("--ema_bn", action="store_true", help="add extra bn for ema model")
     g.add_argument("--student_init", type=str, default="stage1", choices=["stage1", "imagenet", "simclr", "random"],
                    help="backbone initialisation before --resume_path is loaded ('random' [added]: no pretrained weights)")
     g.add_argument("--bn_clr", action="store_true", help="if true, add a bn layer for the output of simclr model")
@@ -89,67 +116,63 @@ def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
                         "smaller than their dilation (they read zero padding only): same function, rounding "
                         "differs (~1e-7); speeds up tiny images (the CPU demo), never triggers at the reference sizes")
 
-    g = p.add_argument_group("training")
+    g = group["data"]
+    g.add_argument("--src_dataset", type=str, default="gta5", choices=["gta5", "synthia", "cityscapes"])
+    g.add_argument("--tgt_dataset", type=str, default="cityscapes", choices=["cityscapes"])
+    g.add_argument("--n_class", type=int, default=19, choices=[19, 16, 13])
+    g.add_argument("--bs", type=int, default=4, help="total batch size (split across torchrun processes, as the reference's DataParallel split it across GPUs)")
+    g.add_argument("--num_workers", type=int, default=6)
+    g.add_argument("--no_droplast", action="store_true")
+    g.add_argument("--src_img_size", type=_pair, default=None,
+                   help="[added] W,H the source images are resized to first (default: the reference's, GTA5 1914,1052 / SYNTHIA 1280,760)")
+    g.add_argument("--tgt_img_size", type=_pair, default=None,
+                   help="[added] W,H the target images are resized to first (default: the reference's 2048,1024)")
+
+    g = group["runtime"]
+    g.add_argument("--seed", type=int, default=1337, help="random seed")
+    g.add_argument("--device", type=str, default="auto", help="[added] auto (CUDA when present) | cpu | cuda | cuda:N")
+    g.add_argument("--restart", action="store_true",
+                   help="[added] start over: ignore an interrupted or finished run's checkpoint in the log dir "
+                        "(train), or relabel / recompute outputs made from other inputs (pseudo labels, prototypes)")
+    g.add_argument("--trust_checkpoint", action="store_true",
+                   help="[added] also load checkpoint files that pickle arbitrary Python objects; such a file can "
+                        "run any code on this machine when loaded, so use it only for files from a source you trust")
+
+    g = group["training"]
     g.add_argument("--stage", type=str, default="stage1", choices=STAGES,
                    help="warm_up (adversarial) | src_only (source only) | stage1 (denoising + structure) | stage2/stage3 (distillation)")
     g.add_argument("--lr", type=float, default=0.0001)
-    g.add_argument("--bs", type=int, default=4, help="total batch size (split across torchrun processes, as the reference's DataParallel split it across GPUs)")
     g.add_argument("--epochs", type=int, default=84, help="epochs over the target loader")
     g.add_argument("--train_iters", type=int, default=90000, help="length of the poly learning-rate schedule")
     g.add_argument("--max_iters", type=int, default=0,
                    help="[added] stop after this many iterations (0: run all --epochs, as the reference)")
-    g.add_argument("--moving_prototype", action="store_true")
     g.add_argument("--no_resume", action="store_true", help="do not load --resume_path into the student")
-    g.add_argument("--restart", action="store_true",
-                   help="[added] start over: ignore an interrupted or finished run's checkpoint in the log dir "
-                        "(train), or relabel / recompute outputs made from other inputs (pseudo labels, prototypes)")
-    g.add_argument("--seed", type=int, default=1337, help="random seed")
     g.add_argument("--finetune", action="store_true", help="separate 1x / 10x learning rates for backbone / head")
     g.add_argument("--unique_lr_params", action="store_true",
                    help="[added] give SGD each backbone parameter once in the 1x group (the corrected form; the "
                         "reference's get_1x_lr_params yields most of them 3-4 times, so with --finetune or "
                         "warm_up SGD updates them 3-4 times per step)")
+    g.add_argument("--freeze_bn", action="store_true")
+    g.add_argument("--ema", action="store_true", help="use ema model")
+    g.add_argument("--ema_bn", action="store_true", help="add extra bn for ema model")
+    g.add_argument("--moving_prototype", action="store_true")
     g.add_argument("--proto_momentum", type=float, default=0.0001)
     g.add_argument("--proto_rectify", action="store_true")
     g.add_argument("--proto_temperature", type=float, default=1.0)
-    g.add_argument("--threshold", type=float, default=-1, help="stage 2/3: pseudo labels with confidence <= threshold are ignored")
     g.add_argument("--train_thred", type=float, default=0, help="stage 1: rectified pseudo labels below this probability are ignored")
-    g.add_argument("--device", type=str, default="auto", help="[added] auto (CUDA when present) | cpu | cuda | cuda:N")
-    g.add_argument("--trust_checkpoint", action="store_true",
-                   help="[added] also load checkpoint files that pickle arbitrary Python objects; such a file can "
-                        "run any code on this machine when loaded, so use it only for files from a source you trust")
 
-    g = p.add_argument_group("hardware [added] (docs/proda-hardware.md)")
-    g.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"],
-                   help="mixed precision: autocast the network forwards (losses, prototypes and the EMA update stay "
-                        "float32); fp16 adds gradient scaling")
-    g.add_argument("--accum_steps", type=int, default=1,
-                   help="gradient accumulation: each optimiser step sums this many micro-batches of bs / accum_steps "
-                        "(--bs stays the effective batch)")
-    g.add_argument("--scale_lr", action="store_true",
-                   help="scale every learning rate by bs / 4 (the reference's batch), the maintainers' advice for other batch sizes")
-    g.add_argument("--freeze_bn_stats", action="store_true",
-                   help="normalise with the running batch-norm statistics and stop updating them, but keep training "
-                        "the affine parameters (micro-batches then normalise as the whole batch would)")
-
-    g = p.add_argument_group("data")
-    g.add_argument("--src_dataset", type=str, default="gta5", choices=["gta5", "synthia", "cityscapes"])
-    g.add_argument("--tgt_dataset", type=str, default="cityscapes", choices=["cityscapes"])
-    g.add_argument("--used_save_pseudo", action="store_true", help="if True used saved pseudo label")
-    g.add_argument("--no_droplast", action="store_true")
+    g = group["training data"]
     g.add_argument("--resize", type=int, default=2200, help="resize long size")
     g.add_argument("--rcrop", type=_pair, default=[896, 512], help="random crop size W,H")
     g.add_argument("--hflip", type=float, default=0.5, help="random flip probability")
-    g.add_argument("--src_img_size", type=_pair, default=None,
-                   help="[added] W,H the source images are resized to first (default: the reference's, GTA5 1914,1052 / SYNTHIA 1280,760)")
-    g.add_argument("--tgt_img_size", type=_pair, default=None,
-                   help="[added] W,H the target images are resized to first (default: the reference's 2048,1024)")
-    g.add_argument("--n_class", type=int, default=19, choices=[19, 16, 13])
-    g.add_argument("--num_workers", type=int, default=6)
     g.add_argument("--noshuffle", action="store_true", help="do not use shuffle")
     g.add_argument("--noaug", action="store_true", help="do not use data augmentation")
+    g.add_argument("--used_save_pseudo", action="store_true", help="if True used saved pseudo label")
+    g.add_argument("--path_LP", type=str, default="Pseudo/pretrain_warmup/LP0.95", help="folder of hard pseudo labels (stage 2/3)")
+    g.add_argument("--path_soft", type=str, default="Pseudo/pretrain_warmup_soft/LP0.0", help="folder of soft pseudo labels (stage 1)")
+    g.add_argument("--threshold", type=float, default=-1, help="stage 2/3: pseudo labels with confidence <= threshold are ignored")
 
-    g = p.add_argument_group("losses")
+    g = group["losses"]
     g.add_argument("--gan", type=str, default="LS", choices=["Vanilla", "LS"])
     g.add_argument("--adv", type=float, default=0.01, help="loss weight of adv loss, only use when stage=warm_up")
     g.add_argument("--S_pseudo_src", type=float, default=0.0, help="loss weight of pseudo label for strong augmentation of source")
@@ -165,20 +188,38 @@ def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
                         "the reference passes a softmax, microsoft/ProDA issues 20 and 43)")
     g.add_argument("--S_pseudo", type=float, default=0.0, help="loss weight of pseudo label for strong augmentation")
 
-    g = p.add_argument_group("logging")
+    g = group["hardware"]
+    g.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"],
+                   help="mixed precision: autocast the network forwards (losses, prototypes and the EMA update stay "
+                        "float32); fp16 adds gradient scaling")
+    g.add_argument("--accum_steps", type=int, default=1,
+                   help="gradient accumulation: each optimiser step sums this many micro-batches of bs / accum_steps "
+                        "(--bs stays the effective batch)")
+    g.add_argument("--scale_lr", action="store_true",
+                   help="scale every learning rate by bs / 4 (the reference's batch), the maintainers' advice for other batch sizes")
+    g.add_argument("--freeze_bn_stats", action="store_true",
+                   help="normalise with the running batch-norm statistics and stop updating them, but keep training "
+                        "the affine parameters (micro-batches then normalise as the whole batch would)")
+
+    g = group["logging"]
     g.add_argument("--print_interval", type=int, default=20, help="print loss")
     g.add_argument("--val_interval", type=int, default=1000, help="validate model iter")
 
-    g = p.add_argument_group("entry points")
-    g.add_argument("--soft", action="store_true", help="generate_pseudo_label.py: save soft pseudo label")
-    g.add_argument("--flip", action="store_true", help="generate_pseudo_label.py: average with the flipped image")
-    g.add_argument("--source", action="store_true", help="calc_prototype.py: calc source prototype")
-    g.add_argument("--results_json", type=str, default="",
-                   help="[added] test.py: also write mIoU and per-class IoU to this JSON file")
-    g.add_argument("--save_pred", type=str, default="",
-                   help="[added] test.py: folder for colour-coded prediction PNGs (empty: none)")
+    g = group["pseudo labels"]
+    g.add_argument("--save_path", type=str, default="./Pseudo", help="output folder (pseudo labels go to <save_path>/<name>)")
+    g.add_argument("--soft", action="store_true", help="save soft pseudo label")
+    g.add_argument("--flip", action="store_true", help="average with the flipped image")
 
-    g = p.add_argument_group("test-time adaptation, test.py only [added] (tent, Wang et al. ICLR 2021; see docs/tta.md)")
+    g = group["prototypes"]
+    g.add_argument("--source", action="store_true", help="calc source prototype")
+
+    g = group["test"]
+    g.add_argument("--results_json", type=str, default="",
+                   help="[added] also write mIoU and per-class IoU to this JSON file")
+    g.add_argument("--save_pred", type=str, default="",
+                   help="[added] folder for colour-coded prediction PNGs (empty: none)")
+
+    g = group["tta"]
     g.add_argument("--tta", type=str, default="none", choices=["none", "norm", "tent"],
                    help="adapt while evaluating: norm (test-batch BN statistics) or tent (also entropy steps on the BN affine)")
     g.add_argument("--tta_lr", type=float, default=1e-3, help="tent's learning rate (the tent reference's Adam 1e-3)")
@@ -188,7 +229,20 @@ def get_parser(description: str = "ProDA") -> argparse.ArgumentParser:
                    help="restore the network before every batch (with --bs 1: every image); default: online over the stream")
     g.add_argument("--tta_bn_stats", type=str, default="batch", choices=["batch", "source"],
                    help="tent: normalise with the test batch's statistics (tent) or keep the source running statistics and adapt only the affine")
+    if entry is not None:
+        hide_groups(group, ENTRY_GROUPS[entry])
+        others = ", ".join(f"proda.{e}" for e in ENTRY_GROUPS if e != entry)
+        p.epilog = (f"The options of the other entry points ({others}; see their --help) are accepted too, "
+                    "so that one config file serves every step of a stage; they do nothing here.")
     return p
+
+
+def hide_groups(groups: Dict[str, Any], shown: Sequence[str]) -> None:
+    """Leave the options of groups not in `shown` out of --help and usage (they are still accepted)."""
+    for key, group in groups.items():
+        if key not in shown:
+            for action in group._group_actions:
+                action.help = argparse.SUPPRESS
 
 
 def option_names(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
@@ -236,16 +290,39 @@ def load_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
     return checked
 
 
-def resolve_paths(opt: argparse.Namespace) -> argparse.Namespace:
-    """Prefix relative paths with --root and derive the log directory."""
+PATH_OPTIONS = ("resume_path", "src_rootpath", "tgt_rootpath", "path_LP", "path_soft", "save_path",
+                "simclr_path", "imagenet_path")
+
+
+def resolved_paths(opt: argparse.Namespace) -> Dict[str, str]:
+    """Relative paths prefixed with --root, and the log directory (default logs/<name>)."""
     def under_root(path: str) -> str:
         return path if (not opt.root or not path or os.path.isabs(path)) else os.path.join(opt.root, path)
 
-    for key in ("resume_path", "src_rootpath", "tgt_rootpath", "path_LP", "path_soft",
-                "save_path", "simclr_path", "imagenet_path"):
-        setattr(opt, key, under_root(getattr(opt, key)))
-    opt.logdir = under_root(opt.logdir or os.path.join("logs", opt.name))
-    return opt
+    paths = {key: under_root(getattr(opt, key)) for key in PATH_OPTIONS}
+    paths["logdir"] = under_root(opt.logdir or os.path.join("logs", opt.name))
+    return paths
+
+
+def process_share(opt: argparse.Namespace, environ: Mapping[str, str]) -> Tuple[Dict[str, Any], Optional[str]]:
+    """Under torchrun (WORLD_SIZE > 1): this process's batch and device, or why --bs cannot be split.
+
+    Each process drives one GPU (cuda:LOCAL_RANK). The reference's --bs was the total batch of
+    its DataParallel run, so each process takes bs / world_size images.
+    """
+    world = int(environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return {}, None
+    if opt.bs % world:
+        return {}, f"--bs {opt.bs} is the total batch size and must be divisible by the {world} processes"
+    share: Dict[str, Any] = {"bs": opt.bs // world}
+    if share["bs"] % opt.accum_steps:  # [added] --accum_steps cuts each process's batch
+        return {}, (f"--accum_steps {opt.accum_steps} must divide each process's batch of {share['bs']} "
+                    f"(--bs / {world} processes)")
+    import torch  # here, not at the top: --help and the shell helpers stay fast
+    if torch.cuda.is_available():
+        share["device"] = f"cuda:{int(environ.get('LOCAL_RANK', '0'))}"
+    return share, None
 
 
 # (option, lowest allowed value, text of the allowed range): checked before any work starts
@@ -298,10 +375,50 @@ def option_problem(opt: argparse.Namespace) -> Optional[str]:
     return check_device(opt.device)
 
 
+class FrozenOptionsError(AttributeError):
+    """An attempt to change options after they were resolved."""
+
+
+class Options(argparse.Namespace):
+    """Resolved options, frozen: read them as attributes or through vars(); replace() makes a changed copy."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenOptionsError(f"options are frozen once resolved: cannot set {name!r} "
+                                 f"(make a changed copy with opt.replace({name}=...))")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenOptionsError(f"options are frozen once resolved: cannot delete {name!r}")
+
+    def replace(self, **changes: Any) -> "Options":
+        """A frozen copy with `changes` applied (only existing option names, as dataclasses.replace)."""
+        unknown = sorted(set(changes) - set(vars(self)))
+        if unknown:
+            raise TypeError(f"no such options: {', '.join(unknown)}")
+        return Options(**{**vars(self), **changes})
+
+
+def resolve(opt: argparse.Namespace, overrides: Optional[Mapping[str, Any]] = None,
+            environ: Optional[Mapping[str, str]] = None) -> Tuple[Optional[Options], Optional[str]]:
+    """Checked, parsed options -> the frozen options (entry overrides, paths, each process's share), or why not."""
+    opt = Options(**vars(opt)).replace(**(overrides or {}))
+    share, problem = process_share(opt, os.environ if environ is None else environ)
+    if problem:
+        return None, problem
+    return opt.replace(**resolved_paths(opt), **share), None
+
+
 def parse_opt(argv: Optional[Sequence[str]] = None, description: str = "ProDA",
-              parser: Optional[argparse.ArgumentParser] = None) -> argparse.Namespace:
-    """Parse defaults < --config file < command line into one options namespace."""
-    parser = parser or get_parser(description)
+              parser: Optional[argparse.ArgumentParser] = None, entry: Optional[str] = None,
+              overrides: Optional[Mapping[str, Any]] = None) -> Options:
+    """Parse defaults < --config file < command line, apply the entry point's `overrides`, resolve, freeze.
+
+    The one place options are computed: paths under --root, the log directory, and under torchrun
+    each process's batch and device. Nothing changes them afterwards (see Options).
+    """
+    parser = parser or get_parser(description, entry=entry)
     argv = list(sys.argv[1:] if argv is None else argv)
     pre, _ = parser.parse_known_args(argv)
     if pre.config:
@@ -311,6 +428,8 @@ def parse_opt(argv: Optional[Sequence[str]] = None, description: str = "ProDA",
             parser.exit(2, f"{parser.prog}: error: {err}\n")
     opt = parser.parse_args(argv)
     problem = option_problem(opt)
+    if not problem:
+        opt, problem = resolve(opt, overrides)
     if problem:
         parser.exit(2, f"{parser.prog}: error: {problem}\n")
-    return resolve_paths(opt)
+    return opt

@@ -88,8 +88,8 @@ def tta_settings(opt: argparse.Namespace) -> dict:
 
 def main(argv=None) -> None:
     """Command-line entry point."""
-    engine.run(test, description=__doc__.splitlines()[0], argv=argv, adjust=engine.inference_options,
-               outputs=("results_json", "save_pred"))
+    engine.run(test, description=__doc__.splitlines()[0], argv=argv, entry="test",
+               overrides=engine.INFERENCE_OPTIONS, outputs=("results_json", "save_pred"))
 
 
 if __name__ == "__main__":

@@ -53,30 +53,6 @@ def load_prototypes(opt: argparse.Namespace, model: CustomModel, logger: logging
     logger.info("loaded prototypes from %s", path)
 
 
-def train_step(model: CustomModel, opt: argparse.Namespace, source: dict, target: dict,
-               device: torch.device) -> Dict[str, float]:
-    """One optimisation step of the chosen stage; returns its losses by name."""
-    images = source["img"].to(device)
-    labels = source["label"].to(device)
-    target_image = target["img"].to(device)
-    if opt.stage == "warm_up":
-        loss_src, loss_g, loss_d = model.step_adv(images, labels, target_image,
-                                                  source["img_strong"].to(device), source["params"])
-        return {"loss_GTA": loss_src, "loss_G": loss_g, "loss_D": loss_d}
-    if opt.stage == "src_only":
-        return {"loss_GTA": model.step_source(images, labels)}
-    target_lp = target["lp"].to(device) if "lp" in target else None
-    if opt.stage == "stage1":
-        target_lpsoft = target["lpsoft"].to(device) if "lpsoft" in target else None
-        loss, loss_cts, loss_consist = model.step(
-            images, labels, target_image, target["img_strong"].to(device), target["params"],
-            target_lp, target_lpsoft, target["img_full"].to(device), target["weak_params"])
-        return {"loss": loss, "loss_CTS": loss_cts, "loss_consist": loss_consist}
-    loss_src, loss = model.step_distillation(images, labels, target_image, target["img_strong"].to(device),
-                                             target["params"], target_lp)
-    return {"loss_GTA": loss_src, "loss": loss}
-
-
 def learning_rates(model: CustomModel) -> Dict[str, float]:
     """Current base learning rate of the segmentation network and, in warm-up, the discriminator."""
     rates = {"lr/ResNet101": model.BaseOpti.param_groups[0]["lr"]}
@@ -261,6 +237,16 @@ def log_losses(model: CustomModel, opt: argparse.Namespace, losses: Dict[str, fl
             writer.add_scalar(k if "/" in k else f"train/{k}", v, i)
 
 
+def train_mode(model: CustomModel, opt: argparse.Namespace, logger: logging.Logger) -> None:
+    """Train mode for the iteration, with --freeze_bn (BN in eval mode) or --freeze_bn_stats applied."""
+    model.train(logger=logger)
+    if opt.freeze_bn:
+        model.freeze_bn_apply()
+    if getattr(opt, "freeze_bn_stats", False):  # [added] running statistics only; the affine parameters still train
+        for net in model.nets + model.nets_DP:
+            freeze_bn_statistics(net)
+
+
 def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total: int, inputs: dict,
                    logger: logging.Logger, device: torch.device) -> None:
     """Iterations model.iter+1 .. total; an epoch resumed mid-way starts at its next unseen batch."""
@@ -279,14 +265,9 @@ def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total:
                 model.iter += 1
                 i = model.iter
                 start = time.time()
-                model.train(logger=logger)
-                if opt.freeze_bn:
-                    model.freeze_bn_apply()
-                if getattr(opt, "freeze_bn_stats", False):  # [added] running statistics only; the affine parameters still train
-                    for net in model.nets + model.nets_DP:
-                        freeze_bn_statistics(net)
+                train_mode(model, opt, logger)
                 model.optimizer_zerograd()
-                losses = train_step(model, opt, source, target, device)
+                losses = model.stage_step(source, target)  # models/steps.py: STAGE_STEPS
                 time_meter.update(time.time() - start)
                 progress.update(1)
 
@@ -316,7 +297,7 @@ def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total:
 
 def main(argv=None) -> None:
     """Command-line entry point."""
-    engine.run(train, description=__doc__.splitlines()[0], argv=argv)
+    engine.run(train, description=__doc__.splitlines()[0], argv=argv, entry="train")
 
 
 if __name__ == "__main__":

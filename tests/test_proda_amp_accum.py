@@ -6,7 +6,6 @@ whole batch does (<= 1e-6). Mixed precision must run on CPU (bf16 and fp16 autoc
 to float32 on fixed inputs, unscale each gradient once (the reference repeats parameters in the
 optimiser) and keep its loss scale through a checkpoint.
 """
-import argparse
 import copy
 import logging
 import os
@@ -74,7 +73,7 @@ def base():
 def variant(base, amp="off", **changes):
     """A copy of the base model with other options (--accum_steps, --amp) in force."""
     model = copy.deepcopy(base)
-    model.opt = argparse.Namespace(**{**vars(base.opt), "amp": amp, **changes})
+    model.opt = base.opt.replace(amp=amp, **changes)
     model.precision = MixedPrecision(amp, model.device, model.optimizers)
     return model
 

@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, default_collate
 
 from proda.data import (DataProvider, DatasetError, create_dataset, find_dataset_using_name,
-                        get_composed_augmentations, loader_kwargs)
+                        get_composed_augmentations, loader_kwargs, saved_pseudo_labels)
 from proda.data.cityscapes_dataset import Cityscapes_loader
 from proda.data.gta5_dataset import GTA5_loader
 from proda.data.synthia_dataset import Synthia_loader, read_class_channel
@@ -233,7 +233,7 @@ def test_hard_pseudo_labels_threshold(trees):
     ds0 = Cityscapes_loader(opts(trees), LOG, split="train")
     folder, lbl, conf = write_hard_pseudo(trees, ds0.files)
     opt = opts(trees, "--used_save_pseudo", "--path_LP", str(folder), "--threshold", "0.95")
-    item = Cityscapes_loader(opt, LOG, split="train")[0]
+    item = Cityscapes_loader(opt, LOG, split="train", pseudo_labels=saved_pseudo_labels(opt))[0]
     expected = np.where(conf <= 0.95, 250, lbl)
     assert torch.equal(item["lp"], torch.from_numpy(expected.astype(np.int64)))
     assert "lpsoft" not in item
@@ -243,7 +243,8 @@ def test_hard_pseudo_labels_follow_weak_view(trees):
     ds0 = Cityscapes_loader(opts(trees), LOG, split="train")
     folder, lbl, conf = write_hard_pseudo(trees, ds0.files)
     opt = opts(trees, "--used_save_pseudo", "--path_LP", str(folder), "--threshold", "0.95")
-    ds = Cityscapes_loader(opt, LOG, augmentations=get_composed_augmentations(opt), split="train")
+    ds = Cityscapes_loader(opt, LOG, augmentations=get_composed_augmentations(opt), split="train",
+                           pseudo_labels=saved_pseudo_labels(opt))
     batch = default_collate([ds[i] for i in range(3)])
     thresholded = np.where(conf <= 0.95, 250, lbl).astype(np.uint8)
     for i in range(3):
@@ -263,7 +264,8 @@ def test_soft_pseudo_labels_follow_weak_view(trees):
     for f in ds0.files:
         np.save(folder / os.path.basename(f).replace(".png", ".npy"), ramp)
     opt = opts(trees, "--used_save_pseudo", "--proto_rectify", "--path_soft", str(folder))
-    ds = Cityscapes_loader(opt, LOG, augmentations=get_composed_augmentations(opt), split="train")
+    ds = Cityscapes_loader(opt, LOG, augmentations=get_composed_augmentations(opt), split="train",
+                           pseudo_labels=saved_pseudo_labels(opt))
     batch = default_collate([ds[i % 3] for i in range(6)])
     weak = batch["weak_params"]
     assert batch["lpsoft"].shape == (6, 19, 16, 32) and "lp" not in batch
@@ -299,7 +301,7 @@ def test_missing_synthia_labels(trees):
 def test_missing_soft_pseudo_label_names_file_and_command(trees):
     os.makedirs(trees / "soft")
     opt = opts(trees, "--used_save_pseudo", "--proto_rectify", "--path_soft", str(trees / "soft"))
-    ds = Cityscapes_loader(opt, LOG, split="train")
+    ds = Cityscapes_loader(opt, LOG, split="train", pseudo_labels=saved_pseudo_labels(opt))
     with pytest.raises(DatasetError, match=r"soft pseudo labels not found: .*aachen_000000_000019_leftImg8bit\.npy"
                                            r".*generate_pseudo_label --soft"):
         ds[0]
@@ -308,11 +310,11 @@ def test_missing_soft_pseudo_label_names_file_and_command(trees):
 def test_missing_pseudo_label_folder_and_conf_file(trees):
     opt = opts(trees, "--used_save_pseudo", "--path_LP", str(trees / "absent"))
     with pytest.raises(DatasetError, match="pseudo-label folder not found"):
-        Cityscapes_loader(opt, LOG, split="train")
+        Cityscapes_loader(opt, LOG, split="train", pseudo_labels=saved_pseudo_labels(opt))
     folder, _, _ = write_hard_pseudo(trees, Cityscapes_loader(opts(trees), LOG).files)
     os.remove(next(folder.glob("*_conf.npy")))
     opt = opts(trees, "--used_save_pseudo", "--path_LP", str(folder), "--threshold", "0.9")
-    ds = Cityscapes_loader(opt, LOG, split="train")
+    ds = Cityscapes_loader(opt, LOG, split="train", pseudo_labels=saved_pseudo_labels(opt))
     with pytest.raises(DatasetError, match="pseudo-label confidences not found: .*_conf.npy"):
         [ds[i] for i in range(len(ds))]
 
@@ -359,7 +361,7 @@ def test_worker_seeding_differs_per_worker_and_repeats(trees):
 
     def draws():
         torch.manual_seed(3)
-        loader = DataLoader(ds, **loader_kwargs(opt, ds, False, False, train=True))
+        loader = DataLoader(ds, **loader_kwargs(opt, ds, False, False))
         return [(int(b["weak_params"]["RandomSized"][1][0]), tuple(int(v[0]) for v in b["params"]["CutoutAbs"]))
                 for b in loader]
 

@@ -1,6 +1,7 @@
 """ProDA's networks and trainer: DeepLabv2 matches the reference architecture and initialisation,
 the losses ignore label 250, each stage's step updates what it should (and nothing else), and
 checkpoints round-trip in the reference format and with the full resume state."""
+import copy
 import logging
 import random
 
@@ -14,13 +15,14 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from proda.data.randaugment import RandAugmentMC
-from proda.engine import OptionError
+from proda.engine import INFERENCE_OPTIONS, OptionError
 from proda.models.adaptation_modelv2 import CustomModel
+from proda.models.steps import STAGE_STEPS
 from proda.models.builders import batchnorm_class, build_student
 from proda.models.deeplabv2 import ASPP_DILATIONS, Deeplab
 from proda.models.discriminator import FCDiscriminator
 from proda.models.utils import PolynomialLR, cross_entropy2d, freeze_bn, get_scheduler, is_batchnorm
-from proda.options import parse_opt
+from proda.options import STAGES, parse_opt
 from proda.utils import CheckpointError, atomic_save
 
 N_CLASS = 13
@@ -217,7 +219,7 @@ def test_reference_checkpoint_restores_strictly_and_rejects_mismatches(tmp_path)
 def test_build_student_is_the_checkpoint_network_alone(tmp_path):
     path, model = saved_checkpoint(tmp_path)
     opt = make_opt("--resume_path", path)  # stage-1 defaults without --ema: fine for inference
-    opt.no_resume = False  # as engine.inference_options sets it
+    opt = opt.replace(**INFERENCE_OPTIONS)  # as the inference entry points resolve it
     net = build_student(opt)
     assert type(net) is type(model.BaseNet) and net.training
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in model.BaseNet.state_dict().items())
@@ -250,7 +252,7 @@ def test_rce_and_regular_loss_follow_their_definitions_and_ignore_250():
     assert torch.allclose(model.rce(logits, labels.clone()), expected, rtol=1e-4)
     entropy_term = (F.softmax(logits, 1) * F.log_softmax(logits, 1)).sum(1).mean()
     assert torch.allclose(model.regular_loss(logits), entropy_term)
-    model.opt.regular_type = "MRKLD"
+    model.opt = model.opt.replace(regular_type="MRKLD")
     assert torch.allclose(model.regular_loss(logits), -F.log_softmax(logits, 1).mean())
 
 
@@ -372,6 +374,39 @@ def test_stage1_step_updates_student_ema_and_prototypes(s_pseudo):
     assert torch.equal(model.objective_vectors[~updated], protos[~updated])
 
 
+STAGE_FLAGS = {"warm_up": ["--S_pseudo_src", "1"], "src_only": [], "stage1": STAGE1[2:], "stage2": ["--S_pseudo", "1"]}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_FLAGS))
+def test_stage_step_table_equals_the_positional_steps(stage):
+    """model.stage_step(source, target) on the loaders' batch dicts is the reference's positional step."""
+    assert set(STAGE_STEPS) == set(STAGES) and STAGE_STEPS["stage3"] is STAGE_STEPS["stage2"]
+    model = CustomModel(make_opt("--stage", stage, "--lr", "0.01", *STAGE_FLAGS[stage]), LOG)
+    model.objective_vectors = torch.randn(N_CLASS, 256)
+    images, labels, params = batch()
+    full, lpsoft = torch.randn(2, 3, 48, 48), F.softmax(torch.randn(2, N_CLASS, 32, 32) * 3, 1)
+    source = {"img": images, "label": labels, "img_strong": images.flip(3), "params": params}
+    target = {"img": images.flip(2), "img_strong": images.flip(3), "params": params, "lp": labels.clone(),
+              "lpsoft": lpsoft, "img_full": full, "weak_params": weak_params()}
+    positional = {"warm_up": lambda m: m.step_adv(images, labels, images.flip(2), images.flip(3), params),
+                  "src_only": lambda m: m.step_source(images, labels, None, images.flip(3), params),
+                  "stage1": lambda m: m.step(images, labels, images.flip(2), images.flip(3), params, None, lpsoft,
+                                             full, weak_params()),
+                  "stage2": lambda m: m.step_distillation(images, labels, images.flip(2), images.flip(3), params,
+                                                          labels.clone())}[stage]
+    twin = copy.deepcopy(model)
+    for m in (model, twin):
+        m.train()
+        m.optimizer_zerograd()
+    torch.manual_seed(0)
+    losses = model.stage_step(source, target)
+    torch.manual_seed(0)
+    expected = positional(twin)
+    assert tuple(losses.values()) == ((expected,) if stage == "src_only" else expected)
+    assert not changed(snapshot(twin.BaseNet), model.BaseNet, snapshot(twin.BaseNet))
+    assert torch.equal(model.objective_vectors, twin.objective_vectors)
+
+
 def test_stage1_without_ema_is_an_option_error_at_construction():
     with pytest.raises(OptionError, match="--proto_consistW > 0.*--ema"):
         CustomModel(make_opt("--stage", "stage1"), LOG)  # checked once, not in every step
@@ -401,6 +436,6 @@ def test_distillation_step_trains_student_not_teacher_and_kd_forms(tmp_path):
         t = F.softmax(F.interpolate(model.teacher(images)["out"], size=(8, 8), mode="bilinear", align_corners=True), 1)
     default = model._distillation_loss(logits, images, (8, 8))  # the reference: softmax into kl_div
     assert torch.allclose(default, (t * (t.log() - F.softmax(logits, 1))).mean(), atol=1e-6)
-    model.opt.kd_log_softmax = True
+    model.opt = model.opt.replace(kd_log_softmax=True)
     corrected = model._distillation_loss(logits, images, (8, 8))
     assert torch.allclose(corrected, (t * (t.log() - F.log_softmax(logits, 1))).mean(), atol=1e-6)

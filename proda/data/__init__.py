@@ -8,7 +8,6 @@ they drew, RandAugment for the strong view, the replays of those records on labe
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import random
 from typing import Any, Dict, Optional
@@ -19,34 +18,42 @@ import torch.utils.data
 
 from proda.data.augmentations import Compose, RandomCrop, RandomHorizontallyFlip, RandomSized
 from proda.data.base_dataset import IGNORE_INDEX, BaseDataset, DatasetError
-from proda.data.cityscapes_dataset import Cityscapes_loader
+from proda.data.cityscapes_dataset import Cityscapes_loader, PseudoLabels
 from proda.data.DataProvider import DataProvider
 from proda.data.gta5_dataset import GTA5_loader
 from proda.data.randaugment import RandAugmentMC, affine_sample
 from proda.data.synthia_dataset import Synthia_loader
-from proda.distributed import in_process_group
 from proda.utils import OptionError
 from proda.resume import SOURCE_STREAM, TARGET_STREAM, SeededItems, seeded_loader_kwargs
 
-__all__ = ["create_dataset", "find_dataset_using_name", "get_composed_augmentations", "worker_init_fn",
+__all__ = ["create_dataset", "find_dataset_using_name", "saved_pseudo_labels", "PseudoLabels", "DATASETS",
+           "get_composed_augmentations", "worker_init_fn",
            "CustomDatasetDataLoader", "BaseDataset", "DatasetError", "IGNORE_INDEX", "Cityscapes_loader",
            "GTA5_loader", "Synthia_loader", "DataProvider", "Compose", "RandomSized", "RandomCrop",
            "RandomHorizontallyFlip", "RandAugmentMC", "affine_sample"]
 
 
+# --src_dataset / --tgt_dataset name -> loader class
+DATASETS: Dict[str, type] = {"cityscapes": Cityscapes_loader, "gta5": GTA5_loader, "synthia": Synthia_loader}
+
+
 def find_dataset_using_name(name: str) -> type:
-    """The class '<name>_loader' (any case) of module proda.data.<name>_dataset."""
-    module_name = f"proda.data.{name}_dataset"
+    """The loader class of a dataset name (any case), as the reference's lookup of '<name>_loader'."""
     try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError:
-        raise NotImplementedError(f"no dataset module {module_name}") from None
-    wanted = f"{name}_loader".lower()
-    for attr, cls in vars(module).items():
-        if attr.lower() == wanted and isinstance(cls, type) and issubclass(cls, BaseDataset):
-            return cls
-    raise NotImplementedError(f"In {module_name}.py, there should be a subclass of BaseDataset "
-                              f"with class name that matches {wanted} in lowercase.")
+        return DATASETS[name.lower()]
+    except KeyError:
+        raise NotImplementedError(f"no dataset {name!r}: known are {', '.join(DATASETS)}") from None
+
+
+def saved_pseudo_labels(opt: Any) -> Optional[PseudoLabels]:
+    """The saved pseudo labels the target training split reads, from the options (the one place):
+    none without --used_save_pseudo; soft ones (--path_soft) for --proto_rectify's stage 1, hard
+    ones (--path_LP, --threshold) otherwise."""
+    if not opt.used_save_pseudo:
+        return None
+    if opt.proto_rectify:
+        return PseudoLabels("soft", opt.path_soft)
+    return PseudoLabels("hard", opt.path_LP, opt.threshold)
 
 
 def get_composed_augmentations(opt: Any) -> Compose:
@@ -62,14 +69,9 @@ def worker_init_fn(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-def loader_kwargs(opt: Any, dataset: torch.utils.data.Dataset, shuffle: bool, drop_last: bool,
-                  train: bool) -> Dict[str, Any]:
-    """DataLoader arguments; training loaders of a distributed run get a DistributedSampler."""
-    sampler = None
-    if train and in_process_group():  # shards even a one-process group, as torchrun would
-        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=shuffle, seed=opt.seed, drop_last=drop_last)
-    return dict(batch_size=opt.bs, shuffle=shuffle and sampler is None, sampler=sampler,
-                num_workers=int(opt.num_workers), drop_last=drop_last,
+def loader_kwargs(opt: Any, dataset: torch.utils.data.Dataset, shuffle: bool, drop_last: bool) -> Dict[str, Any]:
+    """DataLoader arguments of the validation loader (the training loaders: resumable_loader_kwargs)."""
+    return dict(batch_size=opt.bs, shuffle=shuffle, num_workers=int(opt.num_workers), drop_last=drop_last,
                 pin_memory=torch.cuda.is_available(), worker_init_fn=worker_init_fn)
 
 
@@ -104,7 +106,7 @@ class CustomDatasetDataLoader:
         self._created(self.source_train, "source")
         target_cls = find_dataset_using_name(opt.tgt_dataset)
         self.target_train = target_cls(opt, logger, augmentations=None if opt.noaug else get_composed_augmentations(opt),
-                                       split="train")
+                                       split="train", pseudo_labels=saved_pseudo_labels(opt))
         self._created(self.target_train, "target")
 
         check_batchable(self.source_train, opt.bs, drop_last=True)
@@ -121,7 +123,7 @@ class CustomDatasetDataLoader:
         self.target_valid = target_cls(opt, logger, augmentations=None, split="val")
         self.logger.info("%s target_valid dataset has been created", type(self.target_valid).__name__)
         self.target_valid_loader = torch.utils.data.DataLoader(
-            self.target_valid, **loader_kwargs(opt, self.target_valid, False, False, train=False))
+            self.target_valid, **loader_kwargs(opt, self.target_valid, False, False))
 
     def _created(self, dataset: BaseDataset, role: str) -> None:
         """Log the dataset and read its first item, as the reference does (fails early on bad data)."""

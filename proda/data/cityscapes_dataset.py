@@ -1,14 +1,16 @@
 """Cityscapes, the target domain: leftImg8bit/<split>/<city>/*_leftImg8bit.png with
 gtFine/<split>/<city>/*_gtFine_labelIds.png, resized to 2048x1024 (reference) or --tgt_img_size.
 
-Training items also carry the unaugmented image ('img_full') and, with --used_save_pseudo,
-the saved pseudo labels: soft probabilities ('lpsoft', --proto_rectify) or hard labels
-('lp') whose confidence <= --threshold is set to the ignore index.
+Training items also carry the unaugmented image ('img_full') and, when the loader is given
+`PseudoLabels` (create_dataset derives them from --used_save_pseudo, --proto_rectify,
+--path_soft / --path_LP and --threshold), the saved pseudo labels: soft probabilities
+('lpsoft') or hard labels ('lp') whose confidence <= threshold is set to the ignore index.
 """
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -36,6 +38,20 @@ DOWNLOAD_HINT = ("download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.
                  "https://www.cityscapes-dataset.com and unzip both into --tgt_rootpath")
 
 
+@dataclass(frozen=True)
+class PseudoLabels:
+    """Saved pseudo labels a training split reads: 'soft' (C x h x w probabilities, stage 1) or
+    'hard' (label maps, stages 2-3), their folder, and the confidence threshold of hard labels."""
+
+    kind: str
+    folder: str
+    threshold: float = -1
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("soft", "hard"):
+            raise ValueError(f"pseudo-label kind must be 'soft' or 'hard', not {self.kind!r}")
+
+
 def recursive_glob(rootdir: str = ".", suffix: str = "") -> List[str]:
     """All files under rootdir whose name ends with suffix."""
     return [os.path.join(looproot, filename)
@@ -52,7 +68,7 @@ class Cityscapes_loader(BaseDataset):
                           17128544, 2385680, 943312, 504112, 2174560)
 
     def __init__(self, opt: Any, logger: Optional[logging.Logger], augmentations: Any = None,
-                 split: str = "train") -> None:
+                 split: str = "train", pseudo_labels: Optional[PseudoLabels] = None) -> None:
         n_class = opt.n_class
         super().__init__(opt, logger, augmentations, VALID_CLASSES[n_class], CLASS_NAMES[n_class],
                          opt.tgt_img_size or IMG_SIZE)
@@ -66,8 +82,8 @@ class Cityscapes_loader(BaseDataset):
         self.files = sorted(recursive_glob(rootdir=self.images_base, suffix=".png"))
         if not self.files:
             raise DatasetError(f"No files for split=[{split}] found in {self.images_base} ({DOWNLOAD_HINT})")
-        self.uses_pseudo = split == "train" and opt.used_save_pseudo
-        if self.uses_pseudo:
+        self.pseudo_labels = pseudo_labels
+        if pseudo_labels is not None:
             self._check_pseudo_folder()
         self.log_found(len(self.files), split)
 
@@ -86,7 +102,7 @@ class Cityscapes_loader(BaseDataset):
         img = self.load_image(img_path)
         lbl = read_label_png(self.label_path(img_path), "Cityscapes label", DOWNLOAD_HINT)
         lbl = self.encode_segmap(resize_label(lbl, self.img_size))
-        lp, lpsoft = self.load_pseudo(img_path) if self.uses_pseudo else (None, None)
+        lp, lpsoft = self.load_pseudo(img_path) if self.pseudo_labels is not None else (None, None)
         item = self.make_item(img, lbl, self.files[index], lp=lp, lpsoft=lpsoft)
         # without augmentation the weak view is the whole image, already normalised once
         item["img_full"] = item["img"].clone() if self.augmentations is None else normalize_image(img, self.mean)
@@ -94,10 +110,9 @@ class Cityscapes_loader(BaseDataset):
 
     def _check_pseudo_folder(self) -> None:
         """The pseudo-label folder of this stage must exist before training starts."""
-        if self.opt.proto_rectify:
-            require_path(self.opt.path_soft, "soft pseudo-label folder", self._pseudo_hint(soft=True), is_dir=True)
-        else:
-            require_path(self.opt.path_LP, "pseudo-label folder", self._pseudo_hint(soft=False), is_dir=True)
+        soft = self.pseudo_labels.kind == "soft"
+        require_path(self.pseudo_labels.folder, "soft pseudo-label folder" if soft else "pseudo-label folder",
+                     self._pseudo_hint(soft), is_dir=True)
 
     @staticmethod
     def _pseudo_hint(soft: bool) -> str:
@@ -110,17 +125,18 @@ class Cityscapes_loader(BaseDataset):
 
     def load_pseudo(self, img_path: str) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
         """(lp, lpsoft) saved for this image: soft C x h x w probabilities, or a hard label map."""
-        name = os.path.basename(img_path)
-        if self.opt.proto_rectify:
-            path = os.path.join(self.opt.path_soft, name.replace(".png", ".npy"))
+        name, folder = os.path.basename(img_path), self.pseudo_labels.folder
+        if self.pseudo_labels.kind == "soft":
+            path = os.path.join(folder, name.replace(".png", ".npy"))
             return None, read_file(path, "soft pseudo labels", self._pseudo_hint(soft=True), np.load)
-        path = os.path.join(self.opt.path_LP, name)
+        path = os.path.join(folder, name)
         lp = np.array(read_label_png(path, "pseudo labels", self._pseudo_hint(soft=False)))
-        if self.opt.threshold > 0:  # a threshold <= 0 ignores nothing: confidences are positive
-            conf_path = os.path.join(self.opt.path_LP, name.replace(".png", "_conf.npy"))
+        threshold = self.pseudo_labels.threshold
+        if threshold > 0:  # a threshold <= 0 ignores nothing: confidences are positive
+            conf_path = os.path.join(folder, name.replace(".png", "_conf.npy"))
             conf = read_file(conf_path, "pseudo-label confidences", self._pseudo_hint(soft=False), np.load)
             if conf.shape != lp.shape:
                 raise DatasetError(f"pseudo-label confidences {conf_path} have shape {conf.shape}, "
                                    f"the label {path} has {lp.shape} ({self._pseudo_hint(soft=False)})")
-            lp[conf <= self.opt.threshold] = IGNORE_INDEX
+            lp[conf <= threshold] = IGNORE_INDEX
         return resize_label(lp, self.img_size), None

@@ -2,9 +2,10 @@
 
 CustomModel builds what the stage needs (student, EMA network, teacher, discriminator,
 optimisers, schedules, prototypes), checks the stage's options once, and saves and restores
-it all. Its four steps -- `step_adv` (warm-up), `step_source` (src_only), `step` (stage 1)
-and `step_distillation` (stages 2-3) -- are in models/steps.py, the reference's other names in
-models/compat.py; both are inherited. Where every other piece lives: docs/proda-code-map.md.
+it all. Its four steps -- dispatched by `stage_step(source, target)` through
+models/steps.py's `STAGE_STEPS`, with the reference's positional `step_adv` (warm-up),
+`step_source` (src_only), `step` (stage 1) and `step_distillation` (stages 2-3) -- are in
+models/steps.py, the reference's other names in models/compat.py; both are inherited. Where every other piece lives: docs/proda-code-map.md.
 Under torchrun the student and discriminator are DDP-wrapped and prototype updates gathered.
 """
 from __future__ import annotations

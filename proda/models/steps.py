@@ -1,15 +1,20 @@
 """The four training steps of ProDA's trainer, one per stage, in the order of the paper.
 
-  * `step_adv` (warm-up): source cross entropy + adversarial alignment of the target softmax
+  * `warm_up_step` (warm-up): source cross entropy + adversarial alignment of the target softmax
     through `FCDiscriminator`, then one discriminator update;
-  * `step_source` (src_only): the warm-up step without the discriminator;
-  * `step` (stage 1): prototypical pseudo-label denoising -- soft pseudo labels rectified by each
-    pixel's softmax over negative distances to the class prototypes, computed on the EMA
+  * `source_only_step` (src_only): the warm-up step without the discriminator;
+  * `stage1_step` (stage 1): prototypical pseudo-label denoising -- soft pseudo labels rectified
+    by each pixel's softmax over negative distances to the class prototypes, computed on the EMA
     network's features of the full image mapped onto the weak view -- plus target structure
     learning: the strong view's prototype assignment must match the EMA weak view's, moved onto
     the strong view; then the moving-average prototypes and the EMA update;
-  * `step_distillation` (stages 2-3): hard pseudo labels on the strong view, optionally with
+  * `distillation_step` (stages 2-3): hard pseudo labels on the strong view, optionally with
     knowledge distillation from the frozen previous-stage teacher.
+
+`STAGE_STEPS` maps --stage to its step; each takes the source and target batch dicts as the
+loaders yield them and returns its losses by name (`model.stage_step(source, target)`). The
+reference's positional forms -- `step_adv`, `step_source`, `step`, `step_distillation` -- are
+thin wrappers over them, at the end of the class.
 
 `StageSteps` is a part of `CustomModel` (models/adaptation_modelv2.py), which builds the state
 the steps use: BaseNet / BaseNet_DP, BaseNet_ema, teacher, net_D / net_D_DP, BaseOpti,
@@ -22,7 +27,7 @@ each step performs exactly the reference's operations.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +38,8 @@ from proda.models.ema import update_ema
 from proda.models.losses import cross_entropy2d, distillation_loss, prototype_consistency, rce, regular_loss
 from proda.models.prototypes import rectification_weights, rectify_pseudo_labels
 from proda.utils import IGNORE_INDEX
+
+Batch = Dict[str, Any]  # a collated loader batch: img, label, img_strong, params, lp, lpsoft, img_full, weak_params
 
 
 def quarter_hard_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -65,6 +72,17 @@ class StageSteps:
         """The step's inputs cut into --accum_steps micro-batches, one tuple per micro-batch."""
         k = getattr(self.opt, "accum_steps", 1)  # an options namespace from before the option: 1
         return list(zip(*(split_batch(b, k) for b in batches)))
+
+    # ------------------------------------------------------------------ the stage's step
+
+    def stage_step(self, source: Batch, target: Batch) -> Dict[str, float]:
+        """One optimisation step of --stage (STAGE_STEPS) on a source and a target batch; its losses by name."""
+        return STAGE_STEPS[self.opt.stage](self, source, target)
+
+    def _inputs(self, batch: Batch, *keys: str) -> List[Any]:
+        """The batch's values of `keys`, tensors on the model's device (None for a key the batch lacks)."""
+        values = [batch.get(key) for key in keys]
+        return [v.to(self.device) if isinstance(v, torch.Tensor) else v for v in values]
 
     # ------------------------------------------------------------------ source losses
 
@@ -123,10 +141,11 @@ class StageSteps:
 
     # ------------------------------------------------------------------ warm-up and source-only
 
-    def step_adv(self, source_x: torch.Tensor, source_label: torch.Tensor, target_x: torch.Tensor,
-                 source_imageS: Optional[torch.Tensor] = None,
-                 source_params: Optional[Dict[str, Any]] = None) -> Tuple[float, float, float]:
+    def warm_up_step(self, source: Batch, target: Batch) -> Dict[str, float]:
         """Warm-up step: update G on source CE + adv * fool-D loss, then D on source vs target softmax."""
+        source_x, source_label, source_imageS, source_params = self._inputs(source, "img", "label", "img_strong",
+                                                                            "params")
+        (target_x,) = self._inputs(target, "img")
         self.net_D.requires_grad_(False)
         self.BaseOpti.zero_grad()
         micro = self._micro(source_x, source_label, target_x, source_imageS, source_params)
@@ -148,7 +167,7 @@ class StageSteps:
             softmaxes.append((source_outputUp.detach(), target_outputUp.detach()))
         self.precision.step(self.BaseOpti)
         loss_D = self._discriminator_step(softmaxes, images)
-        return loss_GTA.item(), loss_adv_G.item(), loss_D.item()
+        return {"loss_GTA": loss_GTA.item(), "loss_G": loss_adv_G.item(), "loss_D": loss_D.item()}
 
     def _discriminator_step(self, softmaxes: List[Tuple[torch.Tensor, torch.Tensor]],
                             images: List[float]) -> torch.Tensor:
@@ -166,27 +185,23 @@ class StageSteps:
         self.precision.step(self.optimizer_D)
         return loss_D
 
-    def step_source(self, source_x: torch.Tensor, source_label: torch.Tensor, target_x: Optional[torch.Tensor] = None,
-                    source_imageS: Optional[torch.Tensor] = None,
-                    source_params: Optional[Dict[str, Any]] = None) -> float:
-        """Source-only step (the seed's src_only stage): step_adv without the discriminator; returns loss_GTA."""
+    def source_only_step(self, source: Batch, target: Optional[Batch] = None) -> Dict[str, float]:
+        """Source-only step (the seed's src_only stage): the warm-up step without the discriminator."""
         self.BaseOpti.zero_grad()
-        loss_GTA = self._source_backward(source_x, source_label, source_imageS, source_params, strong_view=True)
+        loss_GTA = self._source_backward(*self._inputs(source, "img", "label", "img_strong", "params"),
+                                         strong_view=True)
         self.precision.step(self.BaseOpti)
-        return loss_GTA.item()
+        return {"loss_GTA": loss_GTA.item()}
 
     # ------------------------------------------------------------------ stage 1
 
-    def step(self, source_x: torch.Tensor, source_label: torch.Tensor, target_x: torch.Tensor,
-             target_imageS: Optional[torch.Tensor] = None, target_params: Optional[Dict[str, Any]] = None,
-             target_lp: Optional[torch.Tensor] = None, target_lpsoft: Optional[torch.Tensor] = None,
-             target_image_full: Optional[torch.Tensor] = None,
-             target_weak_params: Optional[Dict[str, Any]] = None) -> Tuple[float, float, float]:
+    def stage1_step(self, source: Batch, target: Batch) -> Dict[str, float]:
         """Stage 1: source CE; denoised pseudo-label CE (+ SCE, regulariser); prototype consistency; prototypes; EMA."""
         opt = self.opt
+        source_x, source_label = self._inputs(source, "img", "label")
         self._source_backward(source_x, source_label)
-        micro = self._micro(target_x, target_imageS, target_params, target_lp, target_lpsoft, target_image_full,
-                            target_weak_params)
+        micro = self._micro(*self._inputs(target, "img", "img_strong", "params", "lp", "lpsoft", "img_full",
+                                          "weak_params"))
         targets = [self._stage1_targets(*m) for m in micro]  # the EMA network is the same for all
         ce_shares = self._label_shares([t["pseudo"] for t in targets])
         consist_shares = (self._label_shares([t["ema2strong"] for t in targets])
@@ -218,7 +233,7 @@ class StageSteps:
             self.prototypes.update(vectors, ids, opt.proto_momentum, start_mean=False)
         if opt.ema:
             update_ema(self.BaseNet, self.BaseNet_ema)
-        return tuple(total.item() for total in totals)
+        return dict(zip(("loss", "loss_CTS", "loss_consist"), (total.item() for total in totals)))
 
     def _stage1_targets(self, target_x, target_imageS, target_params, target_lp, target_lpsoft,
                         target_image_full, target_weak_params) -> Dict[str, Any]:
@@ -282,13 +297,11 @@ class StageSteps:
 
     # ------------------------------------------------------------------ stages 2-3
 
-    def step_distillation(self, source_x: torch.Tensor, source_label: torch.Tensor, target_x: torch.Tensor,
-                          target_imageS: Optional[torch.Tensor] = None, target_params: Optional[Dict[str, Any]] = None,
-                          target_lp: Optional[torch.Tensor] = None) -> Tuple[float, float]:
+    def distillation_step(self, source: Batch, target: Batch) -> Dict[str, float]:
         """Stages 2-3: source CE; hard pseudo-label CE (+ SCE) on the strong view; optional KD from the teacher."""
         opt = self.opt
-        loss_GTA = self._source_backward(source_x, source_label)
-        micro = self._micro(target_x, target_imageS, target_params, target_lp)
+        loss_GTA = self._source_backward(*self._inputs(source, "img", "label"))
+        micro = self._micro(*self._inputs(target, "img", "img_strong", "params", "lp"))
         pseudos = [quarter_hard_labels(lp) for *_, lp in micro]
         if opt.S_pseudo > 0:
             pseudos = [strong_labels(pseudo, params) for pseudo, (_, _, params, _) in zip(pseudos, micro)]
@@ -307,7 +320,7 @@ class StageSteps:
             total = combine(total, None if loss is None else loss.detach())
         self.precision.step(self.BaseOpti)
         self.BaseOpti.zero_grad()
-        return loss_GTA.item(), total.item()
+        return {"loss_GTA": loss_GTA.item(), "loss": total.item()}
 
     def _distillation_loss(self, student_logits: torch.Tensor, target_imageS: torch.Tensor,
                            size: Sequence[int]) -> torch.Tensor:
@@ -316,3 +329,52 @@ class StageSteps:
             teacher_logits = F.interpolate(self._net(self.teacher, target_imageS)["out"], size=size, mode="bilinear",
                                            align_corners=True)
         return distillation_loss(student_logits, teacher_logits, log_softmax=self.opt.kd_log_softmax)
+
+    # ------------------------------------------------------------------ the reference's positional forms
+
+    def step_adv(self, source_x: torch.Tensor, source_label: torch.Tensor, target_x: torch.Tensor,
+                 source_imageS: Optional[torch.Tensor] = None,
+                 source_params: Optional[Dict[str, Any]] = None) -> Tuple[float, float, float]:
+        """warm_up_step on positional tensors; returns (loss_GTA, loss_G, loss_D)."""
+        losses = self.warm_up_step({"img": source_x, "label": source_label, "img_strong": source_imageS,
+                                    "params": source_params}, {"img": target_x})
+        return losses["loss_GTA"], losses["loss_G"], losses["loss_D"]
+
+    def step_source(self, source_x: torch.Tensor, source_label: torch.Tensor, target_x: Optional[torch.Tensor] = None,
+                    source_imageS: Optional[torch.Tensor] = None,
+                    source_params: Optional[Dict[str, Any]] = None) -> float:
+        """source_only_step on positional tensors; returns loss_GTA."""
+        return self.source_only_step({"img": source_x, "label": source_label, "img_strong": source_imageS,
+                                      "params": source_params})["loss_GTA"]
+
+    def step(self, source_x: torch.Tensor, source_label: torch.Tensor, target_x: torch.Tensor,
+             target_imageS: Optional[torch.Tensor] = None, target_params: Optional[Dict[str, Any]] = None,
+             target_lp: Optional[torch.Tensor] = None, target_lpsoft: Optional[torch.Tensor] = None,
+             target_image_full: Optional[torch.Tensor] = None,
+             target_weak_params: Optional[Dict[str, Any]] = None) -> Tuple[float, float, float]:
+        """stage1_step on positional tensors; returns (loss, loss_CTS, loss_consist)."""
+        losses = self.stage1_step({"img": source_x, "label": source_label},
+                                  {"img": target_x, "img_strong": target_imageS, "params": target_params,
+                                   "lp": target_lp, "lpsoft": target_lpsoft, "img_full": target_image_full,
+                                   "weak_params": target_weak_params})
+        return losses["loss"], losses["loss_CTS"], losses["loss_consist"]
+
+    def step_distillation(self, source_x: torch.Tensor, source_label: torch.Tensor, target_x: torch.Tensor,
+                          target_imageS: Optional[torch.Tensor] = None, target_params: Optional[Dict[str, Any]] = None,
+                          target_lp: Optional[torch.Tensor] = None) -> Tuple[float, float]:
+        """distillation_step on positional tensors; returns (loss_GTA, loss)."""
+        losses = self.distillation_step({"img": source_x, "label": source_label},
+                                        {"img": target_x, "img_strong": target_imageS, "params": target_params,
+                                         "lp": target_lp})
+        return losses["loss_GTA"], losses["loss"]
+
+
+# --stage -> its step; each takes the source and target batch dicts (as the loaders yield them)
+# and returns the losses by name. Stage 3 is stage 2 again, from the stage-2 model.
+STAGE_STEPS: Dict[str, Callable[[StageSteps, Batch, Batch], Dict[str, float]]] = {
+    "warm_up": StageSteps.warm_up_step,
+    "src_only": StageSteps.source_only_step,
+    "stage1": StageSteps.stage1_step,
+    "stage2": StageSteps.distillation_step,
+    "stage3": StageSteps.distillation_step,
+}

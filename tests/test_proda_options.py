@@ -1,0 +1,113 @@
+"""Options: resolved once then frozen, each entry point's --help, every shipped config for every entry point."""
+import copy
+import glob
+import os
+import pickle
+
+import pytest
+import torch
+
+from proda import calc_prototype, generate_pseudo_label, test as proda_test, train
+from proda.engine import INFERENCE_OPTIONS
+from proda.options import ENTRY_GROUPS, FrozenOptionsError, Options, get_parser, parse_opt
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.py"), recursive=True))
+MAINS = {"train": train.main, "test": proda_test.main, "generate_pseudo_label": generate_pseudo_label.main,
+         "calc_prototype": calc_prototype.main}
+
+
+# ----------------------------------------------------------------------------- frozen options
+
+def test_resolved_options_are_frozen_and_replace_makes_a_frozen_copy():
+    opt = parse_opt(["--root", "r", "--name", "x", "--bs", "4"])
+    assert isinstance(opt, Options) and opt.logdir == os.path.join("r", "logs", "x")
+    with pytest.raises(FrozenOptionsError, match=r"cannot set 'bs' .*opt.replace\(bs=...\)"):
+        opt.bs = 2
+    with pytest.raises(AttributeError, match="cannot delete 'lr'"):
+        del opt.lr
+    with pytest.raises(FrozenOptionsError):
+        setattr(opt, "new_name", 1)
+    half = opt.replace(bs=2)
+    assert half.bs == 2 and opt.bs == 4 and isinstance(half, Options)
+    assert {k: v for k, v in vars(half).items() if k != "bs"} == {k: v for k, v in vars(opt).items() if k != "bs"}
+    with pytest.raises(FrozenOptionsError):
+        half.bs = 1
+    with pytest.raises(TypeError, match="no such options: bogus"):
+        opt.replace(bogus=1)
+    assert getattr(opt, "absent", 7) == 7 and "bs" in opt
+
+
+@pytest.mark.parametrize("clone", [lambda o: pickle.loads(pickle.dumps(o)), copy.deepcopy, copy.copy])
+def test_frozen_options_pickle_and_copy_as_frozen_equals(clone):
+    opt = parse_opt(["--rcrop", "32,16"])
+    twin = clone(opt)
+    assert twin == opt and vars(twin) == vars(opt) and type(twin) is Options
+    with pytest.raises(FrozenOptionsError):
+        twin.rcrop = [1, 1]
+
+
+def test_inference_overrides_are_applied_in_the_resolution():
+    opt = parse_opt(["--no_resume", "--used_save_pseudo"], overrides=INFERENCE_OPTIONS)
+    assert opt.noaug and opt.noshuffle and not opt.no_resume and not opt.used_save_pseudo
+    assert parse_opt(["--no_resume"]).no_resume  # training keeps the flag
+    with pytest.raises(TypeError, match="no such options: nope"):
+        parse_opt([], overrides={"nope": 1})
+
+
+def test_torchrun_batch_and_device_are_resolved_per_process(monkeypatch, capsys):
+    """Under torchrun each process takes --bs / WORLD_SIZE images (and cuda:LOCAL_RANK on a GPU machine)."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    opt = parse_opt(["--bs", "4", "--device", "cpu"])
+    assert opt.bs == 2 and opt.device == ("cuda:1" if torch.cuda.is_available() else "cpu")
+    for flags, message in ((["--bs", "3"], "--bs 3 is the total batch size and must be divisible by the 2 processes"),
+                           (["--bs", "4", "--accum_steps", "4"], "must divide each process's batch of 2")):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_opt(flags)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert parse_opt(["--bs", "3"]).bs == 3
+
+
+# ----------------------------------------------------------------------------- --help per entry point
+
+def help_text(entry, capsys):
+    """What `python -m proda.<entry> --help` prints."""
+    with pytest.raises(SystemExit) as exit_info:
+        MAINS[entry](["--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("entry, shown, hidden", [
+    ("train", ["--stage", "--proto_consistW", "--accum_steps", "--bs", "--resume_path", "--path_soft"],
+     ["--save_pred", "--soft", "--flip", "--tta", "--tta_lr", "--source", "--results_json", "--save_path"]),
+    ("test", ["--tta", "--tta_lr", "--save_pred", "--results_json", "--bs", "--bn_clr"],
+     ["--proto_consistW", "--stage", "--soft", "--source", "--accum_steps", "--path_LP"]),
+    ("generate_pseudo_label", ["--soft", "--flip", "--save_path", "--no_droplast"],
+     ["--tta", "--stage", "--proto_rectify", "--source", "--save_pred"]),
+    ("calc_prototype", ["--source", "--resume_path", "--n_class"], ["--soft", "--tta", "--stage", "--rce"]),
+])
+def test_each_entry_point_help_lists_only_its_groups(entry, shown, hidden, capsys):
+    text = help_text(entry, capsys)
+    flags = {word.strip("[],") for word in text.split() if word.startswith(("--", "[--"))}
+    assert set(shown) <= flags, set(shown) - flags
+    assert not set(hidden) & flags, set(hidden) & flags
+
+
+def test_every_entry_point_accepts_every_option_on_the_command_line():
+    """A script's EXTRA_ARGS reach every step of a stage: another entry point's flag is accepted."""
+    argv = ["--soft", "--tta", "tent", "--proto_consistW", "2", "--source", "--save_pred", "p"]
+    for entry in ENTRY_GROUPS:
+        opt = parse_opt(argv, parser=get_parser(entry=entry))
+        assert opt.soft and opt.tta == "tent" and opt.proto_consistW == 2 and opt.source
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: os.path.relpath(p, REPO))
+def test_every_shipped_config_loads_for_every_entry_point(path):
+    """A stage's configs are shared between its steps (pseudo labels, prototypes, training, test)."""
+    resolved = [parse_opt(["--config", path], entry=entry) for entry in ENTRY_GROUPS]
+    assert all(vars(opt) == vars(resolved[0]) for opt in resolved)
