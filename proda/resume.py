@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 import torch.utils.data
 
+from proda.distributed import in_process_group
+
 SOURCE_STREAM, TARGET_STREAM = 0, 1  # separate random streams for the source and target loaders
 
 
@@ -43,7 +45,7 @@ class SeededSampler(torch.utils.data.DistributedSampler):
 
     def __init__(self, dataset: torch.utils.data.Dataset, seed: int, stream: int, shuffle: bool,
                  drop_last: bool) -> None:
-        distributed = dist.is_available() and dist.is_initialized()
+        distributed = in_process_group()
         super().__init__(dataset, num_replicas=dist.get_world_size() if distributed else 1,
                          rank=dist.get_rank() if distributed else 0, shuffle=shuffle, seed=seed,
                          drop_last=drop_last)

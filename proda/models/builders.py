@@ -13,7 +13,7 @@ from typing import Any, Optional, Tuple, Type
 import torch
 import torch.nn as nn
 
-from proda.distributed import is_distributed
+from proda.distributed import in_process_group, is_distributed
 from proda.models.deeplabv2 import Deeplab
 from proda.models.discriminator import FCDiscriminator
 from proda.utils import get_device
@@ -72,7 +72,7 @@ def lr_scale(opt: argparse.Namespace) -> float:
     """
     if not getattr(opt, "scale_lr", False):
         return 1.0
-    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    world = torch.distributed.get_world_size() if in_process_group() else 1
     return opt.bs * world / REFERENCE_BATCH
 
 
