@@ -17,7 +17,7 @@ import shlex
 import shutil
 from typing import Any, Dict, Iterable, List, Optional
 
-from proda.utils import OptionError, atomic_write
+from proda.files import OptionError, atomic_write
 
 MANIFEST = ".manifest.json"  # inside a pseudo-label folder
 CHUNK = 1 << 22

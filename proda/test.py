@@ -73,8 +73,9 @@ def test(opt: argparse.Namespace, logger: logging.Logger) -> dict:
     if opt.results_json:
         text = json.dumps(json_safe(results), indent=2)
         atomic_write(opt.results_json, lambda f: f.write(text.encode()))
-        tta.plot_stream(stream.miou, f"{opt.tta}: per-image mIoU over the val stream",
-                        os.path.splitext(opt.results_json)[0] + "_stream.png")
+        if opt.tta != "none":  # the curve shows an adapting run's collapse; matplotlib costs ~3 s to load
+            tta.plot_stream(stream.miou, f"{opt.tta}: per-image mIoU over the val stream",
+                            os.path.splitext(opt.results_json)[0] + "_stream.png")
     return results
 
 

@@ -82,7 +82,7 @@ opt_eval() {
   local expr="$1"; shift
   "$PYTHON" - "$expr" "$@" <<'PY'
 import os, sys
-from proda.options import parse_opt  # light: torch is imported only by the manifest checks
+from proda.options import parse_opt  # light: neither this nor proda.manifest imports torch
 o = parse_opt(sys.argv[2:])
 
 def manifest(name):

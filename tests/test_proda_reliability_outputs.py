@@ -136,3 +136,11 @@ def test_scripts_stop_on_a_bad_config_value(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "--bs 0 is out of range" in proc.stderr
     assert "Traceback" not in proc.stderr and "ProDA stage 1" not in proc.stdout
+
+
+def test_the_shell_helpers_modules_do_not_import_torch():
+    """scripts/proda_lib.sh runs opt_eval (options, manifest checks) several times a step: no torch import."""
+    code = "import sys, proda.options, proda.manifest, proda.files; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "False"

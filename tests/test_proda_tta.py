@@ -141,3 +141,13 @@ def test_test_py_adapts_and_writes_results_curve_and_predictions(target_tree, me
     assert 0 <= results["mIoU"] <= 100
     assert (root / f"{method}_stream.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((root / f"pred_{method}").glob("*_pred.png"))) == 2
+
+
+def test_test_py_without_adaptation_writes_no_curve(target_tree):
+    import json
+    from proda import test as proda_test
+    root, common = target_tree
+    out = root / "plain.json"
+    proda_test.main(common + ["--results_json", str(out)])
+    assert json.loads(out.read_text())["tta"] == {"method": "none"}
+    assert not (root / "plain_stream.png").exists()
