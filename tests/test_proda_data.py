@@ -239,6 +239,18 @@ def test_hard_pseudo_labels_threshold(trees):
     assert "lpsoft" not in item
 
 
+def test_the_reference_call_reads_the_pseudo_labels_the_options_name(trees):
+    """api.md's Cityscapes_loader(opt, logger, augmentations, split): without pseudo_labels, the
+    train split reads what the options name (as the reference's loader does); val reads none."""
+    ds0 = Cityscapes_loader(opts(trees), LOG, split="train")
+    folder, lbl, conf = write_hard_pseudo(trees, ds0.files)
+    opt = opts(trees, "--used_save_pseudo", "--path_LP", str(folder), "--threshold", "0.95")
+    explicit = Cityscapes_loader(opt, LOG, split="train", pseudo_labels=saved_pseudo_labels(opt))[0]
+    assert torch.equal(Cityscapes_loader(opt, LOG, split="train")[0]["lp"], explicit["lp"])
+    assert "lp" not in Cityscapes_loader(opt, LOG, split="train", pseudo_labels=None)[0]
+    assert "lp" not in Cityscapes_loader(opt, LOG, split="val")[0]
+
+
 def test_hard_pseudo_labels_follow_weak_view(trees):
     ds0 = Cityscapes_loader(opts(trees), LOG, split="train")
     folder, lbl, conf = write_hard_pseudo(trees, ds0.files)

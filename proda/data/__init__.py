@@ -18,7 +18,7 @@ import torch.utils.data
 
 from proda.data.augmentations import Compose, RandomCrop, RandomHorizontallyFlip, RandomSized
 from proda.data.base_dataset import IGNORE_INDEX, BaseDataset, DatasetError
-from proda.data.cityscapes_dataset import Cityscapes_loader, PseudoLabels
+from proda.data.cityscapes_dataset import Cityscapes_loader, PseudoLabels, saved_pseudo_labels
 from proda.data.DataProvider import DataProvider
 from proda.data.gta5_dataset import GTA5_loader
 from proda.data.randaugment import RandAugmentMC, affine_sample
@@ -43,17 +43,6 @@ def find_dataset_using_name(name: str) -> type:
         return DATASETS[name.lower()]
     except KeyError:
         raise NotImplementedError(f"no dataset {name!r}: known are {', '.join(DATASETS)}") from None
-
-
-def saved_pseudo_labels(opt: Any) -> Optional[PseudoLabels]:
-    """The saved pseudo labels the target training split reads, from the options (the one place):
-    none without --used_save_pseudo; soft ones (--path_soft) for --proto_rectify's stage 1, hard
-    ones (--path_LP, --threshold) otherwise."""
-    if not opt.used_save_pseudo:
-        return None
-    if opt.proto_rectify:
-        return PseudoLabels("soft", opt.path_soft)
-    return PseudoLabels("hard", opt.path_LP, opt.threshold)
 
 
 def get_composed_augmentations(opt: Any) -> Compose:

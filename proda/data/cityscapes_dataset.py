@@ -2,16 +2,17 @@
 gtFine/<split>/<city>/*_gtFine_labelIds.png, resized to 2048x1024 (reference) or --tgt_img_size.
 
 Training items also carry the unaugmented image ('img_full') and, when the loader is given
-`PseudoLabels` (create_dataset derives them from --used_save_pseudo, --proto_rectify,
---path_soft / --path_LP and --threshold), the saved pseudo labels: soft probabilities
-('lpsoft') or hard labels ('lp') whose confidence <= threshold is set to the ignore index.
+`PseudoLabels` (by default, and in create_dataset, `saved_pseudo_labels(opt)` derives them
+from --used_save_pseudo, --proto_rectify, --path_soft / --path_LP and --threshold), the saved
+pseudo labels: soft probabilities ('lpsoft') or hard labels ('lp') whose confidence <=
+threshold is set to the ignore index.
 """
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -52,6 +53,20 @@ class PseudoLabels:
             raise ValueError(f"pseudo-label kind must be 'soft' or 'hard', not {self.kind!r}")
 
 
+def saved_pseudo_labels(opt: Any) -> Optional[PseudoLabels]:
+    """The saved pseudo labels the target training split reads, from the options (the one place):
+    none without --used_save_pseudo; soft ones (--path_soft) for --proto_rectify's stage 1, hard
+    ones (--path_LP, --threshold) otherwise."""
+    if not opt.used_save_pseudo:
+        return None
+    if opt.proto_rectify:
+        return PseudoLabels("soft", opt.path_soft)
+    return PseudoLabels("hard", opt.path_LP, opt.threshold)
+
+
+FROM_OPTIONS = "from the options"  # Cityscapes_loader's default: saved_pseudo_labels(opt) for the train split
+
+
 def recursive_glob(rootdir: str = ".", suffix: str = "") -> List[str]:
     """All files under rootdir whose name ends with suffix."""
     return [os.path.join(looproot, filename)
@@ -68,7 +83,11 @@ class Cityscapes_loader(BaseDataset):
                           17128544, 2385680, 943312, 504112, 2174560)
 
     def __init__(self, opt: Any, logger: Optional[logging.Logger], augmentations: Any = None,
-                 split: str = "train", pseudo_labels: Optional[PseudoLabels] = None) -> None:
+                 split: str = "train", pseudo_labels: Union[PseudoLabels, None, str] = FROM_OPTIONS) -> None:
+        """pseudo_labels: what the split reads (None: none); by default the reference's choice from
+        the options (saved_pseudo_labels, train split only), so the reference's call still works."""
+        if isinstance(pseudo_labels, str):
+            pseudo_labels = saved_pseudo_labels(opt) if split == "train" else None
         n_class = opt.n_class
         super().__init__(opt, logger, augmentations, VALID_CLASSES[n_class], CLASS_NAMES[n_class],
                          opt.tgt_img_size or IMG_SIZE)
