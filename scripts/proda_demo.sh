@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Offline ProDA demo: every stage on synthetic street scenes, on a CPU, in about 10 minutes a seed.
+# Offline ProDA demo: every stage on synthetic street scenes, on a CPU, in about 12 minutes a seed.
 #
 #   bash scripts/proda_demo.sh                     # one run, the configs' seed, under demo/
 #   DEMO_SEEDS="0 1 2" bash scripts/proda_demo.sh  # three seeds, under demo/seed_<s>/, mean +- std
