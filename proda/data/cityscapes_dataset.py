@@ -86,7 +86,7 @@ class Cityscapes_loader(BaseDataset):
                  split: str = "train", pseudo_labels: Union[PseudoLabels, None, str] = FROM_OPTIONS) -> None:
         """pseudo_labels: what the split reads (None: none); by default the reference's choice from
         the options (saved_pseudo_labels, train split only), so the reference's call still works."""
-        if isinstance(pseudo_labels, str):
+        if pseudo_labels == FROM_OPTIONS:
             pseudo_labels = saved_pseudo_labels(opt) if split == "train" else None
         n_class = opt.n_class
         super().__init__(opt, logger, augmentations, VALID_CLASSES[n_class], CLASS_NAMES[n_class],
