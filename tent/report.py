@@ -87,6 +87,17 @@ def write_json(results: Results, path: Path, meta: Dict[str, object]) -> None:
     path.write_text(json.dumps(payload, indent=2))
 
 
+def finish_error_plot(fig, ax, title: str, path: Path) -> None:
+    """The error plots' common end: a 0-100 % axis, title and legend, written as a PNG and closed."""
+    import matplotlib.pyplot as plt
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_errors(errors_by_severity: Dict[int, Dict[str, float]], title: str, path: Path) -> None:
     """Bar chart of error per corruption for one method, one bar colour per severity."""
     import matplotlib
@@ -103,12 +114,7 @@ def plot_errors(errors_by_severity: Dict[int, Dict[str, float]], title: str, pat
         ax.bar(x + (i - (len(sevs) - 1) / 2) * width, values, width, label=f"severity {s}")
     ax.set_xticks(x, ["mean"] + [short_name(c) for c in corruptions], rotation=60, ha="right")
     ax.set_ylabel("error (%)")
-    ax.set_ylim(0, 100)
-    ax.set_title(title)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    finish_error_plot(fig, ax, title, path)
 
 
 @dataclass
@@ -167,12 +173,7 @@ def plot_curves(streams: Dict[str, List[PieceResult]], title: str, path: Path, s
         ax.axvline(b, color="grey", lw=0.3)
     ax.set_xlabel("batch (grey lines: next corruption / severity)")
     ax.set_ylabel(f"error (%), moving mean of {smooth}")
-    ax.set_ylim(0, 100)
-    ax.set_title(title)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    finish_error_plot(fig, ax, title, path)
 
 # ---- several source models (MNISTC.SEEDS, tent/seeds.py): mean ± standard deviation ----
 SeedResults = Dict[int, Results]  # training seed -> results
