@@ -5,7 +5,8 @@ head, `Classifier_Module2`, runs five parallel branches (a 1x1 conv and 3x3 conv
 dilation 6, 12, 18, 24; each with GroupNorm), re-weights their concatenation with a
 squeeze-and-excitation block, fuses it to 256 channels and classifies after dropout. The
 forward pass returns {'feat': the 256-channel features ProDA's prototypes live in,
-'out': the logits}, both at 1/8 of the input size.
+'out': the logits}, both at about 1/8 of the input size (H/8 + 1 for H a multiple of 8:
+the max pool rounds up).
 
 Module and parameter names equal the reference, so the released ProDA checkpoints load with
 strict=True. Initialisation as the reference: ImageNet ResNet-101 weights (or a SimCLR
@@ -188,7 +189,10 @@ class ResNet101(nn.Module):
         return nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor, ssl: bool = False, lbl: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-        """Image batch -> {'feat': N x 256 x H/8 x W/8, 'out': N x classes x H/8 x W/8}; ssl and lbl are unused."""
+        """Image batch -> {'feat': N x 256 x h x w, 'out': N x classes x h x w}; ssl and lbl are unused.
+
+        h = ceil((floor(ceil(H / 2) / 2) + 1) / 2), H/8 + 1 for H a multiple of 8 (ceil-mode max pool).
+        """
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         if self.bn_clr:
