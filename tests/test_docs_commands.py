@@ -146,3 +146,26 @@ def test_doc_gpu_command_runs(command, cls, tmp_path):
 @pytest.mark.parametrize("command,cls", params(set(), set()))
 def test_doc_command_not_run(command, cls):
     """Listed so that the report shows every command the docs hold that no test runs, and why."""
+
+
+# ----------------------------------------------------------------- links
+
+def heading_anchors(text: str) -> set:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to hyphens."""
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#+\s+(.*)$", text, re.M)}
+
+
+def test_doc_links_resolve():
+    """Every relative link of README.md and docs/*.md names a file of the clone, and its #anchor a heading there."""
+    broken = []
+    for page in [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md")):
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]+))?\)", page.read_text(encoding="utf-8")):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path = (page.parent / target).resolve() if target else page
+            if not path.exists() or ROOT not in path.parents and path != ROOT:
+                broken.append(f"{page.name}: {target}")
+            elif anchor and path.suffix == ".md" and anchor not in heading_anchors(path.read_text(encoding="utf-8")):
+                broken.append(f"{page.name}: {target}#{anchor}")
+    assert not broken, f"links that do not resolve in a clone: {broken}"
