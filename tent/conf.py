@@ -9,6 +9,7 @@ model is touched.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import math
 import os
@@ -22,7 +23,7 @@ import torch
 import yaml
 from yacs.config import CfgNode
 
-from . import mnistc
+from . import distributed, mnistc, report
 from .digits import SHIFTS as DIGIT_SHIFTS, TYPES as DIGIT_SHIFT_TYPES
 from .errors import ConfigError
 from .preflight import check_folders
@@ -551,13 +552,25 @@ def setup_logging(log_file: Optional[str]) -> None:
     remove_log_handlers()
     handlers: List[logging.Handler] = [logging.StreamHandler()]
     if log_file:
-        handlers.append(logging.FileHandler(log_file))
+        handlers.append(report.LogFile(log_file))  # a full disk ends the run in one line
     formatter = logging.Formatter("[%(asctime)s] [%(filename)s: %(lineno)4d]: %(message)s",
                                   datefmt="%y/%m/%d %H:%M:%S")
     for handler in handlers:
         handler.setFormatter(formatter)
         handler._tent = True  # marks the handlers this function owns
         root.addHandler(handler)
+
+
+def claim_output_stem(save_dir: str, stem: str) -> str:
+    """`stem`, or `stem`_2, _3, ...: the first whose log <stem>.txt this process creates (exclusively)."""
+    for i in itertools.count(1):
+        name = stem if i == 1 else f"{stem}_{i}"
+        try:
+            os.close(os.open(os.path.join(save_dir, name + ".txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return name
+    raise AssertionError("unreachable")
 
 
 def load_cfg_fom_args(description: str = "Config options.",
@@ -588,13 +601,17 @@ def load_cfg_fom_args(description: str = "Config options.",
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
-    log_dest = os.path.basename(args.cfg_file)
-    log_dest = log_dest.replace('.yaml', '_{}.txt'.format(current_time))
-
+    # <config name>_<time>.txt as in the reference, claimed by an exclusive create so that two
+    # runs started in the same second into one SAVE_DIR never share a log or outputs
+    name = os.path.basename(args.cfg_file)
+    stem = f"{name[:-len('.yaml')] if name.endswith('.yaml') else os.path.splitext(name)[0]}_{current_time}"
     os.makedirs(cfg.SAVE_DIR, exist_ok=True)
-    cfg.LOG_TIME, cfg.LOG_DEST = current_time, log_dest
+    # under torchrun only rank 0 claims; the others learn its stem from it (cifar10c.share_run_stem)
+    main_process = distributed.rank() == 0
+    cfg.LOG_TIME = current_time
+    cfg.LOG_DEST = claim_output_stem(cfg.SAVE_DIR, stem) + ".txt" if main_process else stem + ".txt"
     cfg.freeze()
-    setup_logging(os.path.join(cfg.SAVE_DIR, cfg.LOG_DEST))
+    setup_logging(os.path.join(cfg.SAVE_DIR, cfg.LOG_DEST) if main_process else None)
 
     np.random.seed(cfg.RNG_SEED)
     torch.manual_seed(cfg.RNG_SEED)
