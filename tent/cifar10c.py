@@ -75,6 +75,8 @@ def evaluate(description: str, argv: Optional[Sequence[str]] = None) -> report.R
     base_model = load_base_model(device)
     pieces = protocols.plan(setting, protocols.corruption_order(cfg.CORRUPTION.TYPE, cfg.CORRUPTION.ORDER_SEED),
                             severities_of(setting))
+    if "gradual" in setting:  # its severities come from the plan, not from CORRUPTION.SEVERITY alone
+        logger.info("%s: severities along the stream %s", setting, [p.severity for p in pieces])
     mine = distributed.shard(pieces, distributed.rank(), distributed.world_size())
     run_methods = methods(cfg)
     streams: Dict[str, Dict[int, report.PieceResult]] = {}
@@ -110,10 +112,11 @@ def check_processes(setting: str) -> None:
 
 
 def severities_of(setting: str) -> List[int]:
-    """CORRUPTION.SEVERITY, except for gradual, whose severities are CoTTA's sequence."""
-    if "gradual" in setting:
-        logger.info("gradual: severities %s for the first corruption, then %s for each next one "
-                    "(CORRUPTION.SEVERITY is not used)", protocols.GRADUAL_FIRST, protocols.GRADUAL_NEXT)
+    """The severities protocols.plan gets for `setting`: CORRUPTION.SEVERITY, for every setting.
+
+    It is plan that decides how a setting uses them; the gradual settings follow their own
+    sequence of severities, which evaluate logs from the planned pieces.
+    """
     return list(cfg.CORRUPTION.SEVERITY)
 
 

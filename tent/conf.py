@@ -23,7 +23,7 @@ import torch
 import yaml
 from yacs.config import CfgNode
 
-from . import distributed, mnistc, report
+from . import bounds, distributed, mnistc, report
 from .digits import SHIFTS as DIGIT_SHIFTS, TYPES as DIGIT_SHIFT_TYPES
 from .errors import ConfigError
 from .preflight import check_folders
@@ -299,6 +299,10 @@ def _prepare(key: str, value: Any, source: str) -> Any:
     if default is _MISSING or isinstance(default, CfgNode):
         return value
     if isinstance(value, str) and not isinstance(default, str):
+        try:  # the size and depth of what the string would decode to, before decoding it
+            bounds.check_yaml(value, f"the value of {key} in {source}")
+        except yaml.YAMLError:
+            pass  # not YAML: yacs's literal decoding (or the type check) answers
         value = CfgNode._decode_cfg_value(value)
         if isinstance(value, str) and isinstance(default, list):
             try:  # YAML flow lists need no quotes: [gaussian_noise, fog]
@@ -306,9 +310,10 @@ def _prepare(key: str, value: Any, source: str) -> Any:
             except yaml.YAMLError:
                 pass
     if type(default) is float and type(value) is int:
-        return float(value)  # lossless, and `OPTIM.LR 1` should not be an error
+        value = float(value)  # lossless, and `OPTIM.LR 1` should not be an error
     if value is None:
         raise ConfigError(f"config key {key} expects {type(default).__name__}, got None in {source}")
+    bounds.check_value(key, value, default, source)
     return value
 
 
@@ -348,9 +353,10 @@ def _flatten(tree: Any, prefix: str, source: str) -> List[Tuple[str, Any]]:
 
 def merge_from_file(cfg_file: str) -> None:
     """Merge a YAML config file into cfg (read as YAML whatever its extension: never run as code)."""
-    try:
-        with open(cfg_file, "r") as f:
-            tree = yaml.safe_load(f) or {}
+    try:  # bounded first (tent/bounds.py): size, depth and expanded values
+        text = bounds.read_config_text(cfg_file)
+        bounds.check_yaml(text, f"config file {cfg_file}")
+        tree = yaml.safe_load(text) or {}
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {cfg_file}: {getattr(e, 'strerror', None) or e}") from None
     except yaml.YAMLError as e:
@@ -509,6 +515,8 @@ def value_of(key: str, c: CfgNode = _C) -> Any:
 
 def assert_and_infer_cfg(c: CfgNode = _C) -> None:
     """Checks config values invariants (raises ConfigError naming the key and its allowed values)."""
+    for key in bounds.LIMITS:  # ceilings first: a huge value never reaches a rule's check
+        bounds.check_value(key, value_of(key, c), _default(key), "the config")
     for key, (check, allowed) in RULES.items():
         value = value_of(key, c)
         if not check(value, c):
