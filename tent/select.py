@@ -48,6 +48,10 @@ def split_sweep(opts: Sequence[str]) -> Tuple[str, List[Any], List[str]]:
     if sweeps[0][0] in FIXED_KEYS:
         raise ConfigError(f"{sweeps[0][0]} cannot be swept: every candidate runs tent on the held-out "
                           f"corruptions into its own folder (tent.select sets {', '.join(FIXED_KEYS)})")
+    ignored = [k for k in rest[0::2] if k in FIXED_KEYS and k != "SAVE_DIR"]  # SAVE_DIR: where select writes
+    if ignored:
+        raise ConfigError(f"{ignored[0]} is set by tent.select itself (tent on the held-out corruptions "
+                          f"{', '.join(VALIDATION_CORRUPTIONS)}); leave it out")
     return sweeps[0][0], sweeps[0][1], rest
 
 
