@@ -4,6 +4,7 @@ Each bad input goes through the real entry point (`tent.cifar10c.main`, a few al
 subprocess of `python cifar10c.py` / `python -m tent.cifar10c`) and must end with its exit
 status, exactly one line on stderr without a traceback, and no existing file changed.
 """
+import errno
 import hashlib
 import json
 import logging
@@ -600,3 +601,46 @@ def test_two_runs_into_one_folder_in_the_same_second_get_their_own_outputs(tmp_p
         assert payload["log"] == log.name
         lrs.add(payload["lr"])
     assert lrs == {1e-3, 1e-2} and len(list(out.glob("*_results.csv"))) == 2
+
+
+@pytest.fixture()
+def read_only_folders(monkeypatch) -> List[str]:
+    """Folders (appended by the test) where creating or writing a file fails with EROFS, even for root.
+
+    chmod does not stop root, so the file system's answer is given at the os level: os.open (used
+    by tempfile, the pre-flight probe) and open() for writing, with the errno a read-only mount gives."""
+    import builtins
+    real_os_open, real_open, folders = os.open, builtins.open, []
+
+    def refuse(path) -> None:
+        if any(os.path.abspath(path).startswith(f) for f in folders):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+"):
+            refuse(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(builtins, "open", open_)
+    return folders
+
+
+@pytest.mark.slow
+def test_a_finished_benchmark_runs_from_read_only_folders(tmp_path, capsys, read_only_folders):
+    """MNIST-C caches and source model made by an earlier run: read-only DATA_DIR / CKPT_DIR are fine."""
+    cfg_file = str(write_cfg(tmp_path, MNIST_CFG))
+    assert run_main(["--cfg", cfg_file, *dirs(tmp_path)], capsys)[0] == 0
+    read_only_folders += [str(tmp_path / "data"), str(tmp_path / "ckpt")]
+    before = snapshot(tmp_path / "data")
+    status, _, err = run_main(["--cfg", cfg_file, *dirs(tmp_path)], capsys)
+    assert status == 0 and "Traceback" not in err and unchanged(before, tmp_path / "data")
+    for overrides, key in [(["CORRUPTION.NUM_EX", "40"], "DATA_DIR"),  # 20 images cached, 40 asked for
+                           (["MNISTC.EPOCHS", "2"], "CKPT_DIR")]:      # another source model
+        status, lines, err = run_main(["--cfg", cfg_file, *dirs(tmp_path), *overrides], capsys)
+        assert status == 2 and len(lines) == 1 and key in lines[0] and "Read-only file system" in lines[0]
