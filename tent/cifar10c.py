@@ -67,8 +67,7 @@ def evaluate(description: str, argv: Optional[Sequence[str]] = None) -> report.R
     load_cfg_fom_args(description, argv)
     setting = effective_setting(cfg)
     device = distributed.init(get_device(cfg.DEVICE))
-    if not distributed.is_main():  # one log per process; rank 0's holds the tables
-        setup_logging(os.path.join(cfg.SAVE_DIR, f"{run_stem()}_rank{distributed.rank()}.txt"))
+    share_run_stem()
     check_processes(setting)
     logger.info("device: %s, setting: %s", device, setting)
     if cfg.PERF.AMP and device.type != "cuda":
@@ -76,6 +75,8 @@ def evaluate(description: str, argv: Optional[Sequence[str]] = None) -> report.R
     base_model = load_base_model(device)
     pieces = protocols.plan(setting, protocols.corruption_order(cfg.CORRUPTION.TYPE, cfg.CORRUPTION.ORDER_SEED),
                             severities_of(setting))
+    if "gradual" in setting:  # its severities come from the plan, not from CORRUPTION.SEVERITY alone
+        logger.info("%s: severities along the stream %s", setting, [p.severity for p in pieces])
     mine = distributed.shard(pieces, distributed.rank(), distributed.world_size())
     run_methods = methods(cfg)
     streams: Dict[str, Dict[int, report.PieceResult]] = {}
@@ -88,8 +89,19 @@ def evaluate(description: str, argv: Optional[Sequence[str]] = None) -> report.R
     results, ordered = gather_streams(streams)
     if distributed.is_main():
         save_results(results, ordered, setting)
-    distributed.close()
-    return results
+    return results  # the process group stays for the next seed's run; main() closes it
+
+
+def share_run_stem() -> None:
+    """Under torchrun every process takes rank 0's output stem; the others log to <stem>_rank<r>.txt."""
+    if distributed.world_size() == 1:
+        return
+    log_dest = distributed.broadcast(cfg.LOG_DEST)  # rank 0 claimed it (conf.claim_output_stem)
+    if not distributed.is_main():  # one log per process; rank 0's holds the tables
+        cfg.defrost()
+        cfg.LOG_DEST = log_dest
+        cfg.freeze()
+        setup_logging(os.path.join(cfg.SAVE_DIR, f"{run_stem()}_rank{distributed.rank()}.txt"))
 
 
 def check_processes(setting: str) -> None:
@@ -100,10 +112,11 @@ def check_processes(setting: str) -> None:
 
 
 def severities_of(setting: str) -> List[int]:
-    """CORRUPTION.SEVERITY, except for gradual, whose severities are CoTTA's sequence."""
-    if "gradual" in setting:
-        logger.info("gradual: severities %s for the first corruption, then %s for each next one "
-                    "(CORRUPTION.SEVERITY is not used)", protocols.GRADUAL_FIRST, protocols.GRADUAL_NEXT)
+    """The severities protocols.plan gets for `setting`: CORRUPTION.SEVERITY, for every setting.
+
+    It is plan that decides how a setting uses them; the gradual settings follow their own
+    sequence of severities, which evaluate logs from the planned pieces.
+    """
     return list(cfg.CORRUPTION.SEVERITY)
 
 
@@ -388,29 +401,37 @@ def save_results(results: report.Results, streams: Dict[str, List[report.PieceRe
     for method, pieces in streams.items():
         logger.info("mean error over the stream's %d pieces, %s: %.2f%%", len(pieces), method,
                     100 * report.stream_mean(pieces))
-    report.write_csv(results, save_dir / f"{stem}_results.csv")
     meta = dict(dataset=dataset, arch=arch, methods=list(results), setting=setting,
                 continual=setting != "reset_each_shift", episodic=cfg.MODEL.EPISODIC,
                 reset_after_num_updates=cfg.MODEL.RESET_AFTER_NUM_UPDATES, order=protocols.corruption_order(cfg.CORRUPTION.TYPE, cfg.CORRUPTION.ORDER_SEED),
                 order_seed=cfg.CORRUPTION.ORDER_SEED, delta_dirichlet=cfg.TEST.DELTA_DIRICHLET,
                 batch_size=cfg.TEST.BATCH_SIZE, num_ex=cfg.CORRUPTION.NUM_EX,
                 optimizer=cfg.OPTIM.METHOD, lr=cfg.OPTIM.LR, log=cfg.LOG_DEST)
-    report.write_json(results, save_dir / f"{stem}_results.json", meta)
-    report.write_stream_json(streams, save_dir / f"{stem}_stream.json", meta)
-    outputs = [f"{stem}_results.csv", f"{stem}_results.json", f"{stem}_stream.json"]
-    for method, errors in results.items():
-        report.plot_errors(errors, f"{method}: {dataset} corruptions, {arch}, {setting}", save_dir / f"{stem}_{method}.png")
-        outputs.append(f"{stem}_{method}.png")
+    outputs = {  # rendered first, then written whole or not at all (report.write_outputs)
+        save_dir / f"{stem}_results.csv": report.csv_bytes(results),
+        save_dir / f"{stem}_results.json": report.json_bytes(report.results_payload(results, meta)),
+        save_dir / f"{stem}_stream.json": report.json_bytes(report.stream_payload(streams, meta), indent=1)}
+    for method, per_severity in results.items():
+        outputs[save_dir / f"{stem}_{method}.png"] = report.plot_errors(
+            per_severity, f"{method}: {dataset} corruptions, {arch}, {setting}")
     if setting not in protocols.RESET_SETTINGS or cfg.MODEL.RESET_AFTER_NUM_UPDATES:
-        report.plot_curves(streams, f"{dataset}, {arch}, {setting}: error along the stream",
-                           save_dir / f"{stem}_curve.png")
-        outputs.append(f"{stem}_curve.png")
+        outputs[save_dir / f"{stem}_curve.png"] = report.plot_curves(
+            streams, f"{dataset}, {arch}, {setting}: error along the stream")
+    report.write_outputs(outputs)
     write_tensorboard(results, streams)
-    logger.info("results: %s", ", ".join(str(save_dir / name) for name in outputs))
+    logger.info("results: %s", ", ".join(str(path) for path in outputs))
 
 
 def write_tensorboard(results: report.Results, streams: Dict[str, List[report.PieceResult]]) -> None:
     """Scalars per method: error per corruption and severity, the mean, and the per-batch error."""
+    try:
+        write_scalars(results, streams)
+    except OSError as e:  # tensorboard's writer names no file
+        raise errors.write_failed(Path(cfg.SAVE_DIR) / "tensorboard" / run_stem(), None, e) from None
+
+
+def write_scalars(results: report.Results, streams: Dict[str, List[report.PieceResult]]) -> None:
+    """The scalars of write_tensorboard, through tensorboard's event writer."""
     writer = tensorboard_writer()
     for method, per_severity in results.items():
         for severity, errors in per_severity.items():
@@ -431,7 +452,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     warnings.filterwarnings("ignore", message="(The parameter 'pretrained'|Arguments other than a weight enum)",
                             category=UserWarning)
     # evaluate() once per MNISTC.SEEDS entry (tent/seeds.py), then the mean +- std table
-    return errors.exit_status(lambda: seeds.evaluate_seeds(evaluate, "CIFAR-10-C evaluation.", argv))
+    try:
+        return errors.exit_status(lambda: seeds.evaluate_seeds(evaluate, "CIFAR-10-C evaluation.", argv))
+    finally:
+        distributed.close()
 
 
 if __name__ == '__main__':

@@ -9,6 +9,7 @@ model is touched.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import math
 import os
@@ -22,7 +23,7 @@ import torch
 import yaml
 from yacs.config import CfgNode
 
-from . import mnistc
+from . import bounds, distributed, mnistc, report
 from .digits import SHIFTS as DIGIT_SHIFTS, TYPES as DIGIT_SHIFT_TYPES
 from .errors import ConfigError
 from .preflight import check_folders
@@ -298,6 +299,10 @@ def _prepare(key: str, value: Any, source: str) -> Any:
     if default is _MISSING or isinstance(default, CfgNode):
         return value
     if isinstance(value, str) and not isinstance(default, str):
+        try:  # the size and depth of what the string would decode to, before decoding it
+            bounds.check_yaml(value, f"the value of {key} in {source}")
+        except yaml.YAMLError:
+            pass  # not YAML: yacs's literal decoding (or the type check) answers
         value = CfgNode._decode_cfg_value(value)
         if isinstance(value, str) and isinstance(default, list):
             try:  # YAML flow lists need no quotes: [gaussian_noise, fog]
@@ -305,9 +310,10 @@ def _prepare(key: str, value: Any, source: str) -> Any:
             except yaml.YAMLError:
                 pass
     if type(default) is float and type(value) is int:
-        return float(value)  # lossless, and `OPTIM.LR 1` should not be an error
+        value = float(value)  # lossless, and `OPTIM.LR 1` should not be an error
     if value is None:
         raise ConfigError(f"config key {key} expects {type(default).__name__}, got None in {source}")
+    bounds.check_value(key, value, default, source)
     return value
 
 
@@ -347,9 +353,10 @@ def _flatten(tree: Any, prefix: str, source: str) -> List[Tuple[str, Any]]:
 
 def merge_from_file(cfg_file: str) -> None:
     """Merge a YAML config file into cfg (read as YAML whatever its extension: never run as code)."""
-    try:
-        with open(cfg_file, "r") as f:
-            tree = yaml.safe_load(f) or {}
+    try:  # bounded first (tent/bounds.py): size, depth and expanded values
+        text = bounds.read_config_text(cfg_file)
+        bounds.check_yaml(text, f"config file {cfg_file}")
+        tree = yaml.safe_load(text) or {}
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read config file {cfg_file}: {getattr(e, 'strerror', None) or e}") from None
     except yaml.YAMLError as e:
@@ -508,6 +515,8 @@ def value_of(key: str, c: CfgNode = _C) -> Any:
 
 def assert_and_infer_cfg(c: CfgNode = _C) -> None:
     """Checks config values invariants (raises ConfigError naming the key and its allowed values)."""
+    for key in bounds.LIMITS:  # ceilings first: a huge value never reaches a rule's check
+        bounds.check_value(key, value_of(key, c), _default(key), "the config")
     for key, (check, allowed) in RULES.items():
         value = value_of(key, c)
         if not check(value, c):
@@ -551,13 +560,25 @@ def setup_logging(log_file: Optional[str]) -> None:
     remove_log_handlers()
     handlers: List[logging.Handler] = [logging.StreamHandler()]
     if log_file:
-        handlers.append(logging.FileHandler(log_file))
+        handlers.append(report.LogFile(log_file))  # a full disk ends the run in one line
     formatter = logging.Formatter("[%(asctime)s] [%(filename)s: %(lineno)4d]: %(message)s",
                                   datefmt="%y/%m/%d %H:%M:%S")
     for handler in handlers:
         handler.setFormatter(formatter)
         handler._tent = True  # marks the handlers this function owns
         root.addHandler(handler)
+
+
+def claim_output_stem(save_dir: str, stem: str) -> str:
+    """`stem`, or `stem`_2, _3, ...: the first whose log <stem>.txt this process creates (exclusively)."""
+    for i in itertools.count(1):
+        name = stem if i == 1 else f"{stem}_{i}"
+        try:
+            os.close(os.open(os.path.join(save_dir, name + ".txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return name
+    raise AssertionError("unreachable")
 
 
 def load_cfg_fom_args(description: str = "Config options.",
@@ -588,13 +609,17 @@ def load_cfg_fom_args(description: str = "Config options.",
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
 
-    log_dest = os.path.basename(args.cfg_file)
-    log_dest = log_dest.replace('.yaml', '_{}.txt'.format(current_time))
-
+    # <config name>_<time>.txt as in the reference, claimed by an exclusive create so that two
+    # runs started in the same second into one SAVE_DIR never share a log or outputs
+    name = os.path.basename(args.cfg_file)
+    stem = f"{name[:-len('.yaml')] if name.endswith('.yaml') else os.path.splitext(name)[0]}_{current_time}"
     os.makedirs(cfg.SAVE_DIR, exist_ok=True)
-    cfg.LOG_TIME, cfg.LOG_DEST = current_time, log_dest
+    # under torchrun only rank 0 claims; the others learn its stem from it (cifar10c.share_run_stem)
+    main_process = distributed.rank() == 0
+    cfg.LOG_TIME = current_time
+    cfg.LOG_DEST = claim_output_stem(cfg.SAVE_DIR, stem) + ".txt" if main_process else stem + ".txt"
     cfg.freeze()
-    setup_logging(os.path.join(cfg.SAVE_DIR, cfg.LOG_DEST))
+    setup_logging(os.path.join(cfg.SAVE_DIR, cfg.LOG_DEST) if main_process else None)
 
     np.random.seed(cfg.RNG_SEED)
     torch.manual_seed(cfg.RNG_SEED)

@@ -57,6 +57,15 @@ def gather(obj: Any) -> List[Any]:
     return out or []
 
 
+def broadcast(obj: T) -> T:
+    """Rank 0's `obj` on every process (so all agree on, e.g., the run's output stem); `obj` alone."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     """Wait for every process (no-op in a single process)."""
     if dist.is_initialized():
@@ -64,6 +73,6 @@ def barrier() -> None:
 
 
 def close() -> None:
-    """Leave the process group."""
+    """Leave the process group (once, at the end of the command: the runs of several seeds share it)."""
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -7,8 +7,11 @@ else is a bug in this project and keeps its traceback.
 """
 from __future__ import annotations
 
+import errno
 import logging
-from typing import Callable
+import shutil
+from pathlib import Path
+from typing import Callable, Optional, Union
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +42,37 @@ class UnsafeCheckpointError(TentError):
     """A checkpoint that can only be loaded by running code from it, refused without trust."""
 
     exit_status = 2
+
+
+class OutputError(TentError):
+    """An output file that could not be written (a full disk, a read-only folder), named in the line."""
+
+
+def size_text(n: int) -> str:
+    """A byte count for people: 532 B, 12.3 kB, 4.1 MB, ..."""
+    value, unit = float(n), "B"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            break
+        value /= 1000
+    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+
+
+def free_space(path: Union[str, Path]) -> int:
+    """Bytes free to this user on the file system that holds `path` (or its nearest existing parent)."""
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def write_failed(path: Union[str, Path], needed: Optional[int], error: OSError) -> OutputError:
+    """One line for a failed write of `path`: the OS reason and, for a full disk, the space it needed."""
+    text = f"cannot write {path}: {error.strerror or error}"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        wanted = "" if needed is None else f"it needs {size_text(needed)}; "
+        text += f" ({wanted}{size_text(free_space(path))} free there)"
+    return OutputError(text)
 
 
 def one_line(error: BaseException) -> str:

@@ -4,16 +4,28 @@
 Every evaluation protocol (tent/protocols.py) reports through the same table: a stream's pieces
 (`PieceResult`) are pooled per corruption x severity; for settings that never reset, a per-batch
 error curve shows how the error drifts along the stream (continual collapse).
+
+Every output is rendered in memory first and then written whole or not at all (`write_outputs`:
+a temporary file renamed over the target, tent.mnistc.atomic_write); a run whose files do not
+fit on the disk ends in one line naming the file and the space it needs, and leaves no partial
+file. The log is the one file written as the run goes (`LogFile`); a failed write to it ends the
+run the same way.
 """
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
+
+from . import errors
+from .mnistc import atomic_write
 
 Results = Dict[str, Dict[int, Dict[str, float]]]
 
@@ -64,42 +76,103 @@ def markdown_table(results: Results, severity: int) -> str:
     return "\n".join(lines)
 
 
-def write_csv(results: Results, path: Path) -> None:
+def csv_bytes(results: Results) -> bytes:
     """One row per method x severity: mean and each corruption, errors in %."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        for severity in severities(results):
-            methods, corruptions = severity_columns(results, severity)
-            writer.writerow(["method", "severity", "mean"] + corruptions)
-            for m in methods:
-                writer.writerow([m, severity] + [f"{e:.2f}" for e in error_row(results[m][severity], corruptions)])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    for severity in severities(results):
+        methods, corruptions = severity_columns(results, severity)
+        writer.writerow(["method", "severity", "mean"] + corruptions)
+        for m in methods:
+            writer.writerow([m, severity] + [f"{e:.2f}" for e in error_row(results[m][severity], corruptions)])
+    return text.getvalue().encode()
 
 
-def write_json(results: Results, path: Path, meta: Dict[str, object]) -> None:
+def json_bytes(payload: Any, indent: int = 2) -> bytes:
+    """A JSON file's content."""
+    return json.dumps(payload, indent=indent).encode()
+
+
+def results_payload(results: Results, meta: Dict[str, object]) -> Dict[str, object]:
     """Errors in % with their means, plus the run's metadata (dataset, model, config file...)."""
-    payload = {
+    return {
         **meta,
         "error_percent": {
             m: {str(s): {"mean": 100 * mean_error(errs), **{c: 100 * e for c, e in errs.items()}}
                 for s, errs in per_sev.items()}
             for m, per_sev in results.items()},
     }
-    path.write_text(json.dumps(payload, indent=2))
 
 
-def finish_error_plot(fig, ax, title: str, path: Path) -> None:
-    """The error plots' common end: a 0-100 % axis, title and legend, written as a PNG and closed."""
+def write_file(path: Path, data: bytes) -> None:
+    """Write `data` whole or not at all; a failure is one line naming the file (and the space it needs)."""
+    try:
+        atomic_write(Path(path), lambda f: f.write(data))
+    except OSError as e:  # f.write's own error does not name the file
+        raise errors.write_failed(path, len(data), e) from None
+
+
+def write_outputs(outputs: Dict[Path, bytes]) -> None:
+    """Write a run's files, refused up front when the disk cannot hold them all, each one atomically."""
+    if not outputs:
+        return
+    needed = sum(len(data) for data in outputs.values())
+    folder = next(iter(outputs)).parent
+    free = errors.free_space(folder)
+    if free < needed:  # nothing written rather than half of the outputs
+        raise errors.OutputError(f"cannot write the results to {folder}: they need {errors.size_text(needed)}, "
+                                 f"{errors.size_text(free)} free")
+    for path, data in outputs.items():
+        write_file(path, data)
+
+
+class LogFile(logging.Handler):
+    """The run's log file: one unbuffered append per record, so a full disk fails at the record
+    that does not fit (no buffer left to fail again at exit); that failure ends the run in one line."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path, self.failed = path, False
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Append the record; an OSError becomes OutputError (raised once, later records are dropped)."""
+        if self.failed:
+            return
+        data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+        except OSError as e:
+            self.failed = True
+            if os.fstat(self.fd).st_size == 0:  # nothing of the run in it: leave no empty log behind
+                os.unlink(self.path)
+            raise errors.write_failed(self.path, len(data), e) from None
+
+    def close(self) -> None:
+        """Close the file once."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        super().close()
+
+
+def finish_error_plot(fig, ax, title: str) -> bytes:
+    """The error plots' common end: a 0-100 % axis, title and legend; returns the PNG and closes it."""
     import matplotlib.pyplot as plt
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    return png.getvalue()
 
 
-def plot_errors(errors_by_severity: Dict[int, Dict[str, float]], title: str, path: Path) -> None:
-    """Bar chart of error per corruption for one method, one bar colour per severity."""
+def plot_errors(errors_by_severity: Dict[int, Dict[str, float]], title: str) -> bytes:
+    """Bar chart (PNG) of error per corruption for one method, one bar colour per severity."""
     import matplotlib
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
@@ -114,7 +187,7 @@ def plot_errors(errors_by_severity: Dict[int, Dict[str, float]], title: str, pat
         ax.bar(x + (i - (len(sevs) - 1) / 2) * width, values, width, label=f"severity {s}")
     ax.set_xticks(x, ["mean"] + [short_name(c) for c in corruptions], rotation=60, ha="right")
     ax.set_ylabel("error (%)")
-    finish_error_plot(fig, ax, title, path)
+    return finish_error_plot(fig, ax, title)
 
 
 @dataclass
@@ -149,15 +222,14 @@ def stream_mean(pieces: Sequence[PieceResult]) -> float:
     return float(np.mean([p.error for p in pieces]))
 
 
-def write_stream_json(streams: Dict[str, List[PieceResult]], path: Path, meta: Dict[str, object]) -> None:
+def stream_payload(streams: Dict[str, List[PieceResult]], meta: Dict[str, object]) -> Dict[str, object]:
     """Every piece of every method in stream order, with its per-batch errors."""
-    payload = {**meta, "stream_mean_error_percent": {m: 100 * stream_mean(p) for m, p in streams.items()},
-               "pieces": {m: [asdict(piece) for piece in pieces] for m, pieces in streams.items()}}
-    path.write_text(json.dumps(payload, indent=1))
+    return {**meta, "stream_mean_error_percent": {m: 100 * stream_mean(p) for m, p in streams.items()},
+            "pieces": {m: [asdict(piece) for piece in pieces] for m, pieces in streams.items()}}
 
 
-def plot_curves(streams: Dict[str, List[PieceResult]], title: str, path: Path, smooth: int = 5) -> None:
-    """Per-batch error along the stream for each method (moving mean), a line at each new piece."""
+def plot_curves(streams: Dict[str, List[PieceResult]], title: str, smooth: int = 5) -> bytes:
+    """Per-batch error (PNG) along the stream for each method (moving mean), a line at each new piece."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -173,7 +245,7 @@ def plot_curves(streams: Dict[str, List[PieceResult]], title: str, path: Path, s
         ax.axvline(b, color="grey", lw=0.3)
     ax.set_xlabel("batch (grey lines: next corruption / severity)")
     ax.set_ylabel(f"error (%), moving mean of {smooth}")
-    finish_error_plot(fig, ax, title, path)
+    return finish_error_plot(fig, ax, title)
 
 # ---- several source models (MNISTC.SEEDS, tent/seeds.py): mean ± standard deviation ----
 SeedResults = Dict[int, Results]  # training seed -> results

@@ -12,13 +12,12 @@ errors. With a single seed it is exactly one `evaluate` call, as before.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
-from . import conf, report
+from . import conf, distributed, report
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +67,8 @@ def evaluate_seeds(evaluate: Evaluate, description: str,
         logger.info("source model %d of %d: MNISTC.SEEDS [%d]", len(per_seed) + 1, len(requested.MNISTC.SEEDS), seed)
         per_seed[seed] = evaluate(description, seed_run_args(argv, seed, requested.SAVE_DIR))
         stems[seed] = str(Path(conf.cfg.SAVE_DIR) / Path(conf.cfg.LOG_DEST).stem)
-    save_summary(per_seed, stems, requested)
+    if distributed.is_main():  # under torchrun the other processes hold no results (rank 0 gathered them)
+        save_summary(per_seed, stems, requested)
     return per_seed
 
 
@@ -105,7 +105,6 @@ def save_summary(per_seed: report.SeedResults, stems: Dict[int, str], c: conf.Cf
                     "(seeds %s):\n%s", c.CORRUPTION.DATASET, severity, c.MODEL.ARCH, len(per_seed), seeds,
                     report.mean_std_table(per_seed, severity))
     path = Path(c.SAVE_DIR) / f"{Path(next(iter(stems.values()))).name}_seeds.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary(per_seed, stems, c), indent=2))
+    report.write_file(path, report.json_bytes(summary(per_seed, stems, c)))
     logger.info("mean ± std over the seeds: %s", path)
     return path

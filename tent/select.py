@@ -6,20 +6,27 @@ The one override whose value is a list (for a key that is not a list) is the swe
 runs tent (cifar10c.evaluate, every other key from the config and overrides) on speckle_noise,
 gaussian_blur, spatter and saturate only, never on the 15 test corruptions; the command prints a
 table of the errors and writes the value with the lowest mean error as a config snippet
-(`--out`, default SAVE_DIR/selected_<KEY>.yaml) to merge into later runs.
+(`--out`, default SAVE_DIR/selected_<KEY>.yaml, SAVE_DIR of the config and overrides) to merge
+into later runs. Everything that can be checked is checked before the first candidate runs: the
+swept key (not one that select sets itself), every candidate's config, and that `--out` can be
+written; `--out` may come anywhere on the command line.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from . import cifar10c, conf, errors, report
+from . import cifar10c, conf, distributed, errors, report
 from .conf import ConfigError, VALIDATION_CORRUPTIONS
+from .preflight import check_folders, unwritable_reason
+
+# keys every candidate run sets itself (tent on the held-out corruptions, its own folder)
+FIXED_KEYS = ("MODEL.ADAPTATION", "MODEL.ADAPTATIONS", "CORRUPTION.TYPE", "SAVE_DIR")
+OPTIONS = ("--cfg", "--out")  # select's own options, accepted before or after the overrides
 
 
 def split_sweep(opts: Sequence[str]) -> Tuple[str, List[Any], List[str]]:
@@ -38,6 +45,13 @@ def split_sweep(opts: Sequence[str]) -> Tuple[str, List[Any], List[str]]:
     if len(sweeps) != 1 or not sweeps[0][1]:
         raise ConfigError("give exactly one key with a non-empty list of candidates, "
                           "e.g. OPTIM.LR \"[1e-4, 1e-3]\"")
+    if sweeps[0][0] in FIXED_KEYS:
+        raise ConfigError(f"{sweeps[0][0]} cannot be swept: every candidate runs tent on the held-out "
+                          f"corruptions into its own folder (tent.select sets {', '.join(FIXED_KEYS)})")
+    ignored = [k for k in rest[0::2] if k in FIXED_KEYS and k != "SAVE_DIR"]  # SAVE_DIR: where select writes
+    if ignored:
+        raise ConfigError(f"{ignored[0]} is set by tent.select itself (tent on the held-out corruptions "
+                          f"{', '.join(VALIDATION_CORRUPTIONS)}); leave it out")
     return sweeps[0][0], sweeps[0][1], rest
 
 
@@ -49,15 +63,41 @@ def default_of(key: str) -> Any:
     return default
 
 
+def candidate_overrides(key: str, value: Any, rest: Sequence[str], save_dir: Path) -> List[str]:
+    """The overrides of one candidate's run: tent alone, on the held-out corruptions, in its own folder."""
+    return [*rest, key, str(value), "MODEL.ADAPTATIONS", "[tent]",
+            "CORRUPTION.TYPE", "[" + ", ".join(VALIDATION_CORRUPTIONS) + "]", "SAVE_DIR", str(save_dir / f"{key}_{value}")]
+
+
 def evaluate_candidate(cfg_file: str, key: str, value: Any, rest: Sequence[str], save_dir: Path
                        ) -> Dict[str, float]:
     """Tent's error on each held-out corruption (mean over the config's severities) for one value."""
-    out = save_dir / f"{key}_{value}"
-    results = cifar10c.evaluate("Hyperparameter selection.", [
-        "--cfg", cfg_file, *rest, key, str(value), "MODEL.ADAPTATIONS", "[tent]",
-        "CORRUPTION.TYPE", "[" + ", ".join(VALIDATION_CORRUPTIONS) + "]", "SAVE_DIR", str(out)])
+    results = cifar10c.evaluate("Hyperparameter selection.", ["--cfg", cfg_file, *candidate_overrides(key, value, rest, save_dir)])
+    if not results:  # a process of torchrun other than rank 0: rank 0 holds the results
+        return {}
     per_severity = results["tent"]
     return {c: sum(errs[c] for errs in per_severity.values()) / len(per_severity) for c in VALIDATION_CORRUPTIONS}
+
+
+def check_candidates(cfg_file: str, key: str, values: Sequence[Any], rest: Sequence[str], save_dir: Path) -> None:
+    """Every candidate's config passes the checks of a run (ConfigError naming the key) before any runs."""
+    for value in values:
+        conf.reset_cfg()
+        conf.merge_from_file(cfg_file)
+        conf.merge_from_list(candidate_overrides(key, value, rest, save_dir))
+        conf.assert_and_infer_cfg()
+        check_folders(conf.cfg)
+
+
+def output_path(out: Optional[str], key: str) -> Path:
+    """Where the snippet goes (--out, else SAVE_DIR/selected_<KEY>.yaml), checked writable before the sweep."""
+    path = Path(out) if out else Path(conf.cfg.SAVE_DIR) / f"selected_{key}.yaml"
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder; give the snippet's file name, e.g. {path / f'selected_{key}.yaml'}")
+    reason = unwritable_reason(path.parent)
+    if reason:
+        raise ConfigError(f"--out {path} cannot be written: {reason}")
+    return path
 
 
 def table(key: str, rows: Dict[Any, Dict[str, float]], chosen: Any) -> str:
@@ -81,10 +121,7 @@ def write_snippet(path: Path, key: str, value: Any, cfg_file: str) -> None:
     node[parts[-1]] = value
     text = (f"# {key} chosen by tent.select on the held-out corruptions {', '.join(VALIDATION_CORRUPTIONS)}\n"
             f"# (base config {cfg_file})\n" + yaml.safe_dump(tree, default_flow_style=False))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    report.write_file(path, text.encode())
 
 
 def select(cfg_file: str, opts: Sequence[str], out: Optional[str] = None) -> Tuple[Any, Dict[Any, Dict[str, float]]]:
@@ -93,11 +130,15 @@ def select(cfg_file: str, opts: Sequence[str], out: Optional[str] = None) -> Tup
     conf.reset_cfg()
     conf.merge_from_file(cfg_file)
     conf.merge_from_list(rest)
+    # read before the candidates' runs replace the global cfg (SAVE_DIR among them)
     save_dir = Path(conf.cfg.SAVE_DIR) / "select"
+    path = output_path(out, key)
+    check_candidates(cfg_file, key, values, rest, save_dir)
     rows = {v: evaluate_candidate(cfg_file, key, v, rest, save_dir) for v in values}
+    if not distributed.is_main():
+        return None, {}
     chosen = min(rows, key=lambda v: report.mean_error(rows[v]))
     print(table(key, rows, chosen))
-    path = Path(out) if out else Path(conf.cfg.SAVE_DIR) / f"selected_{key}.yaml"
     write_snippet(path, key, chosen, cfg_file)
     print(f"chosen {key} {chosen}: written to {path}")
     return chosen, rows
@@ -109,13 +150,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--cfg", required=True, help="config file")
     parser.add_argument("--out", default=None, help="snippet to write (default SAVE_DIR/selected_<KEY>.yaml)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides; one KEY with a list")
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    args = parser.parse_args(options_first(sys.argv[1:] if argv is None else list(argv)))
     try:
         select(args.cfg, args.opts, args.out)
-    except errors.TentError as e:  # printed, not logged: the candidates' runs replaced the log handlers
+    except (errors.TentError, OSError) as e:  # printed, not logged: the candidates' runs replaced the log handlers
         print(f"error: {errors.one_line(e)}", file=sys.stderr)
-        return e.exit_status
+        return getattr(e, "exit_status", 1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return errors.INTERRUPTED
+    finally:
+        distributed.close()
     return 0
+
+
+def options_first(argv: Sequence[str]) -> List[str]:
+    """select's options moved before the overrides: argparse's REMAINDER takes all that follows a KEY."""
+    options: List[str] = []
+    rest: List[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in OPTIONS and i + 1 < len(argv):
+            options += argv[i:i + 2]
+            i += 2
+            continue
+        (options if argv[i].startswith(tuple(o + "=" for o in OPTIONS)) else rest).append(argv[i])
+        i += 1
+    return options + rest
 
 
 if __name__ == "__main__":

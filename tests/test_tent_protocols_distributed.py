@@ -46,3 +46,29 @@ def test_two_gloo_processes_give_the_single_process_table(tmp_path, mnist_data_d
     assert list((tmp_path / "two").glob("tiny_*_rank1.txt"))
     tables = [line for line in two_log.read_text().splitlines() if line.startswith("| ")]
     assert tables and tables == [line for line in one_log.splitlines() if line.startswith("| ")]
+
+
+def table_lines(stderr: str):
+    """The Markdown table rows a run printed (every seed's table, then the mean ± std)."""
+    return [line for line in stderr.splitlines() if line.startswith("| ")]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_print_every_seeds_table_and_the_mean_std(tmp_path, mnist_data_dir):
+    """Several MNISTC.SEEDS under torchrun: the same tables and summary as one process (issue 16.3)."""
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(TINY_MNIST_CFG)
+    args = ["--cfg", str(cfg_file), "DATA_DIR", mnist_data_dir, "CKPT_DIR", str(tmp_path / "ckpt"), "DEVICE", "cpu",
+            "MNISTC.SEEDS", "[0, 1]"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    runs = {}
+    for name, launcher in [("one", []), ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])]:
+        proc = subprocess.run([sys.executable, *launcher, str(REPO / "cifar10c.py"), *args, "SAVE_DIR", str(tmp_path / name)],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = proc.stderr
+    one = table_lines(runs["one"])
+    assert len(one) == 3 * 5 and sum(" ± " in line for line in one) == 3  # 2 seeds' tables and the mean ± std
+    assert table_lines(runs["two"]) == one
+    (one_json,), (two_json,) = [list((tmp_path / n).glob("*_seeds.json")) for n in ("one", "two")]
+    assert json.loads(two_json.read_text())["error_percent"] == json.loads(one_json.read_text())["error_percent"]

@@ -4,7 +4,10 @@ Each bad input goes through the real entry point (`tent.cifar10c.main`, a few al
 subprocess of `python cifar10c.py` / `python -m tent.cifar10c`) and must end with its exit
 status, exactly one line on stderr without a traceback, and no existing file changed.
 """
+import errno
 import hashlib
+import json
+import logging
 import os
 import pickle
 import subprocess
@@ -214,6 +217,21 @@ def test_crafted_checkpoint_never_runs_through_the_entry_point(tmp_path, monkeyp
 
 
 # ------------------------------ Bad config values --------------------------- #
+def alias_bomb(levels: int = 7, fan: int = 9) -> str:
+    """A YAML flow list of a few hundred bytes that expands to fan ** levels values ("billion laughs")."""
+    parts = ["&a0 [" + ", ".join(["0"] * fan) + "]"]
+    parts += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * fan) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
+def mapping_bomb(levels: int = 7, fan: int = 9) -> str:
+    """Nested YAML mappings of a few hundred bytes whose keys expand to fan ** levels entries."""
+    lines = ["m0: &m0 {" + ", ".join(f"k{j}: 0" for j in range(fan)) + "}"]
+    lines += [f"m{i}: &m{i} {{" + ", ".join(f"k{j}: *m{i - 1}" for j in range(fan)) + "}" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+DEEP = "[" * 3000 + "0" + "]" * 3000  # 3,000 nested lists
 # (id, overrides, text the one line must contain); all on the offline MNIST-C config
 BAD_CONFIG = [
     ("lr-negative", ["OPTIM.LR", "-1e-3"], "OPTIM.LR"),
@@ -268,6 +286,15 @@ BAD_CONFIG = [
     ("save-dir-under-a-file", ["SAVE_DIR", "{tmp}/c.yaml/out"], "SAVE_DIR"),
     ("data-dir-under-a-file", ["DATA_DIR", "{tmp}/c.yaml/data"], "DATA_DIR"),
     ("ckpt-dir-under-a-file", ["CKPT_DIR", "{tmp}/c.yaml/ckpt"], "CKPT_DIR"),
+    # bounds (tent/bounds.py): shapes and sizes that would hang, exhaust memory or recurse
+    ("seeds-alias-bomb", ["MNISTC.SEEDS", alias_bomb()], "MNISTC.SEEDS"),
+    ("seeds-3000-deep", ["MNISTC.SEEDS", DEEP], "MNISTC.SEEDS"),
+    ("seeds-nested-list", ["MNISTC.SEEDS", "[[0]]"], "MNISTC.SEEDS"),
+    ("seeds-bool", ["MNISTC.SEEDS", "[true]"], "MNISTC.SEEDS"),
+    ("type-nested-list", ["CORRUPTION.TYPE", "[[fog]]"], "CORRUPTION.TYPE"),
+    ("mnistc-width-360-gb", ["MNISTC.WIDTH", "100000"], "MNISTC.WIDTH"),
+    ("batch-size-beyond-int64", ["TEST.BATCH_SIZE", str(10 ** 30)], "TEST.BATCH_SIZE"),
+    ("num-ex-beyond-int64", ["CORRUPTION.NUM_EX", str(-10 ** 30)], "CORRUPTION.NUM_EX"),
 ]
 if not torch.cuda.is_available():
     BAD_CONFIG.append(("device-cuda-missing", ["DEVICE", "cuda"], "DEVICE"))
@@ -291,7 +318,16 @@ def test_bad_config_value_exits_2_in_one_line_before_any_work(tmp_path, capsys, 
     ("MODEL:\n  ARCHH: MnistCNN\n", "MODEL.ARCHH"),
     ("OPTIM:\n  LR: -0.5\n", "OPTIM.LR"),
     ("CORRUPTION:\n  SEVERITY: [5, x]\n", "CORRUPTION.SEVERITY"),
-], ids=["yaml-syntax", "yaml-list", "file-unknown-key", "file-negative-lr", "file-bad-list-item"])
+    (f"MNISTC:\n  SEEDS: {alias_bomb()}\n", "values"),
+    (mapping_bomb(), "values"),
+    (f"MNISTC:\n  SEEDS: {DEEP}\n", "deep"),
+    ("MODEL: &m\n  SUB: *m\n", "itself"),
+    ("MNISTC:\n  SEEDS: [[0]]\n", "MNISTC.SEEDS"),
+    ("MNISTC:\n  WIDTH: 100000\n", "MNISTC.WIDTH"),
+    ("DESC: " + "x" * 1_000_001 + "\n", "larger than"),
+], ids=["yaml-syntax", "yaml-list", "file-unknown-key", "file-negative-lr", "file-bad-list-item", "file-alias-bomb",
+        "file-mapping-bomb", "file-3000-deep", "file-self-reference", "file-nested-list", "file-width-360-gb",
+        "file-over-1-mb"])
 def test_bad_config_file_exits_2_in_one_line(tmp_path, capsys, text, named):
     (tmp_path / "c.yaml").write_text(text)
     status, lines, err = run_main(["--cfg", str(tmp_path / "c.yaml"), *dirs(tmp_path)], capsys)
@@ -481,3 +517,130 @@ def test_exit_status_of_user_errors_and_bugs(caplog):
     assert "error: /data/x.npy: Permission denied" in messages and "interrupted" in messages
     with pytest.raises(ZeroDivisionError):  # a bug in this project keeps its traceback
         errors.exit_status(raise_(ZeroDivisionError("bug")))
+
+
+# ------------------------------ Outputs: full disks, two runs in one folder -- #
+
+@pytest.fixture()
+def full_folders(monkeypatch) -> List[str]:
+    """Folders (appended by the test) whose new files are /dev/full: the kernel's own ENOSPC on write."""
+    import builtins
+    real_open, folders = builtins.open, []
+
+    def open_(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax") \
+                and any(os.path.abspath(file).startswith(f) for f in folders):
+            return real_open("/dev/full", mode.replace("x", "w"), *args, **kwargs)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    return folders
+
+
+def test_a_full_disk_at_the_results_is_one_line_naming_the_file_and_leaves_no_file(tmp_path, capsys, full_folders):
+    full_folders.append(str(tmp_path / "out"))  # the log (os-level appends) is written; the results are not
+    status, lines, err = run_main(["--cfg", str(write_cfg(tmp_path, MNIST_CFG)), *dirs(tmp_path)], capsys)
+    assert status == 1 and len(lines) == 1 and "Traceback" not in err
+    assert "_results.csv: No space left on device (it needs " in lines[0] and str(tmp_path / "out") in lines[0]
+    left = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert len(left) == 1 and left[0].endswith(".txt")  # the log alone: no empty CSV, no temporary file
+    assert "error (%) on mnist corruptions" in (tmp_path / "out" / left[0]).read_text()
+
+
+def test_results_that_do_not_fit_are_refused_before_any_is_written(tmp_path, capsys, monkeypatch):
+    real_statvfs, out = os.statvfs, str(tmp_path / "out")
+
+    def statvfs(path):  # the file system of SAVE_DIR has 4 kB left
+        st = real_statvfs(path)
+        if not os.path.abspath(path).startswith(out):
+            return st
+        return os.statvfs_result((4096, 4096, st.f_blocks, 1, 1, st.f_files, st.f_ffree, st.f_favail, 0, 255))
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    status, lines, err = run_main(["--cfg", str(write_cfg(tmp_path, MNIST_CFG)), *dirs(tmp_path)], capsys)
+    assert status == 1 and len(lines) == 1 and "Traceback" not in err
+    assert f"cannot write the results to {out}: they need " in lines[0] and "4.1 kB free" in lines[0]
+    assert [p.suffix for p in (tmp_path / "out").iterdir()] == [".txt"]
+
+
+def test_a_full_disk_at_the_log_is_one_line_naming_it(tmp_path, caplog):
+    from tent import errors, report
+
+    log = tmp_path / "run.txt"
+    log.symlink_to("/dev/full")  # every write to it fails with the kernel's ENOSPC
+    conf.setup_logging(str(log))
+    logger = logging.getLogger("tent.test")
+    with pytest.raises(errors.OutputError, match=r"run\.txt: No space left on device \(it needs \d+ B;"):
+        logger.info("the first line of a run")
+    logger.info("later lines go to the console only")  # no second error, no traceback
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, report.LogFile)]
+    assert len(handlers) == 1 and handlers[0].failed
+
+
+@pytest.mark.slow
+def test_two_runs_into_one_folder_in_the_same_second_get_their_own_outputs(tmp_path):
+    """Two real processes, the clock of both frozen at the same second, one SAVE_DIR."""
+    frozen = ("import datetime, sys\nimport tent.conf\n"
+              "class Frozen(datetime.datetime):\n"
+              "    @classmethod\n    def now(cls, tz=None):\n        return cls(2026, 1, 1, 12, 0, 0)\n"
+              "tent.conf.datetime = Frozen\nfrom tent.cifar10c import main\nsys.exit(main())\n")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    procs = [subprocess.Popen([sys.executable, "-c", frozen, "--cfg", str(write_cfg(tmp_path, MNIST_CFG)),
+                               *dirs(tmp_path), "OPTIM.LR", lr], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for lr in ("1e-3", "1e-2")]
+    errs = [p.communicate(timeout=600)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    out = tmp_path / "out"
+    logs = sorted(out.glob("c_260101_120000*.txt"))
+    assert [p.name for p in logs] == ["c_260101_120000.txt", "c_260101_120000_2.txt"]
+    lrs = set()
+    for log in logs:  # each log holds one run, whose results carry the log's stem and name the log
+        text = log.read_text()
+        assert text.count("PyTorch Version") == 1 and f"{out / log.stem}_results.csv" in text
+        payload = json.loads((out / f"{log.stem}_results.json").read_text())
+        assert payload["log"] == log.name
+        lrs.add(payload["lr"])
+    assert lrs == {1e-3, 1e-2} and len(list(out.glob("*_results.csv"))) == 2
+
+
+@pytest.fixture()
+def read_only_folders(monkeypatch) -> List[str]:
+    """Folders (appended by the test) where creating or writing a file fails with EROFS, even for root.
+
+    chmod does not stop root, so the file system's answer is given at the os level: os.open (used
+    by tempfile, the pre-flight probe) and open() for writing, with the errno a read-only mount gives."""
+    import builtins
+    real_os_open, real_open, folders = os.open, builtins.open, []
+
+    def refuse(path) -> None:
+        if any(os.path.abspath(path).startswith(f) for f in folders):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    def open_(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and set(mode) & set("wax+"):
+            refuse(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(builtins, "open", open_)
+    return folders
+
+
+@pytest.mark.slow
+def test_a_finished_benchmark_runs_from_read_only_folders(tmp_path, capsys, read_only_folders):
+    """MNIST-C caches and source model made by an earlier run: read-only DATA_DIR / CKPT_DIR are fine."""
+    cfg_file = str(write_cfg(tmp_path, MNIST_CFG))
+    assert run_main(["--cfg", cfg_file, *dirs(tmp_path)], capsys)[0] == 0
+    read_only_folders += [str(tmp_path / "data"), str(tmp_path / "ckpt")]
+    before = snapshot(tmp_path / "data")
+    status, _, err = run_main(["--cfg", cfg_file, *dirs(tmp_path)], capsys)
+    assert status == 0 and "Traceback" not in err and unchanged(before, tmp_path / "data")
+    for overrides, key in [(["CORRUPTION.NUM_EX", "40"], "DATA_DIR"),  # 20 images cached, 40 asked for
+                           (["MNISTC.EPOCHS", "2"], "CKPT_DIR")]:      # another source model
+        status, lines, err = run_main(["--cfg", cfg_file, *dirs(tmp_path), *overrides], capsys)
+        assert status == 2 and len(lines) == 1 and key in lines[0] and "Read-only file system" in lines[0]
