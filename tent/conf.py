@@ -233,6 +233,13 @@ PROTOCOL_SETTINGS = (
 )
 _C.SETTING = "reset_each_shift"
 
+# Whose loop and sample order the stream follows (docs/protocols.md): auto, the peer the
+# SETTING is named after (tent for reset_each_shift and offline, cotta for gradual,
+# mariodoebler for the rest); or tent / cotta (severity by severity, the first NUM_EX images
+# in file order) or mariodoebler (corruption by corruption, samples shuffled with RNG_SEED)
+_C.PROTOCOL = CfgNode()
+_C.PROTOCOL.PEER = "auto"
+
 # Reset the model every N updates, combinable with any setting (RDumb); 0: never
 _C.MODEL.RESET_AFTER_NUM_UPDATES = 0
 
@@ -397,9 +404,19 @@ def _norm_layers_ok(names: List[str], c: CfgNode) -> bool:
 
 
 def _never_resets(c: CfgNode) -> bool:
-    """The setting never resets the model, so no copy of its state is needed."""
-    from .protocols import RESET_SETTINGS  # imported here: keep conf light
-    return c.MODEL.RESET_AFTER_NUM_UPDATES == 0 and effective_setting(c) not in RESET_SETTINGS
+    """The stream never resets the model, so no copy of its state is needed."""
+    from .protocols import peer_allows, plan  # imported here: keep conf light
+    setting = effective_setting(c)
+    if not peer_allows(setting, c.PROTOCOL.PEER):
+        return True  # the PROTOCOL.PEER rule reports it
+    pieces = plan(setting, c.CORRUPTION.TYPE, c.CORRUPTION.SEVERITY, c.PROTOCOL.PEER)
+    return c.MODEL.RESET_AFTER_NUM_UPDATES == 0 and not any(p.reset for p in pieces)
+
+
+def _peer_ok(peer: str, c: CfgNode) -> bool:
+    """PROTOCOL.PEER is auto or a peer whose code has a loop for the SETTING."""
+    from .protocols import PEERS, peer_allows
+    return peer in ("auto", *PEERS) and peer_allows(effective_setting(c), peer)
 
 
 def _device_ok(name: str) -> bool:
@@ -451,6 +468,9 @@ RULES: Dict[str, Rule] = {
                         "False with a SETTING other than continual (it is an alias of SETTING continual)"),
     "MODEL.RESET_AFTER_NUM_UPDATES": _at_least(0),
     "SETTING": _one_of(PROTOCOL_SETTINGS),
+    "PROTOCOL.PEER": (_peer_ok, "auto, or a peer with a loop for the SETTING: tent (reset_each_shift, "
+                      "reset_each_shift_correlated, offline), cotta (continual, gradual, correlated, "
+                      "gradual_correlated), mariodoebler (all but offline)"),
     "MODEL.NORM_LAYERS": (_norm_layers_ok, "a non-empty list of normalisation layer names "
                           "(BatchNorm1d/2d/3d, SyncBatchNorm; GroupNorm, LayerNorm for tent only)"),
     "CORRUPTION.DATASET": _one_of(DATASETS),
