@@ -146,7 +146,8 @@ def dirichlet_chunks(labels: np.ndarray, delta: float, k: int,
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
         open_ = sizes < n / k
-        proportions = rng.dirichlet(np.repeat(delta, k)) * open_
+        with np.errstate(invalid="ignore"):  # a tiny delta can underflow to 0 / 0 inside numpy's dirichlet
+            proportions = rng.dirichlet(np.repeat(delta, k)) * open_
         total = proportions.sum()
         if total > 0:
             cuts = (np.cumsum(proportions / total) * len(idx)).astype(int)[:-1]
