@@ -476,3 +476,19 @@ def test_published_anchor_configs_are_valid():
         conf.merge_from_file(str(path))
         conf.assert_and_infer_cfg()
         assert cfg.SETTING in ("continual", "gradual") and cfg.MODEL.ADAPTATIONS == ["source", "norm", "tent"]
+
+
+def test_runs_with_other_rng_seeds_average_to_mean_and_std(tmp_path, mnist_data_dir, ckpt_dir, capsys):
+    from tent import average
+
+    paths, means = [], []
+    for seed in (1, 2):
+        _, out, stream = run(tmp_path, mnist_data_dir, ckpt_dir, "SETTING", "continual", "RNG_SEED", str(seed),
+                             "MODEL.ADAPTATIONS", "[source]", out_name=f"rng{seed}")
+        paths.append(str(out / f"{Path(cfg.LOG_DEST).stem}_stream.json"))
+        means.append(stream["stream_mean_error_percent"]["source"])
+    assert average.main(paths) == 0
+    printed = capsys.readouterr().out
+    assert f"source: {np.mean(means):.2f} ± {np.std(means, ddof=1):.2f} %" in printed and "| source |" in printed
+    assert average.main([str(tmp_path / "missing_stream.json")]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
