@@ -27,10 +27,11 @@ import torch.nn as nn
 import torch.optim as optim
 from tqdm import tqdm
 
-from . import distributed, errors, norm, protocols, report, seeds
+from . import distributed, errors, mnistc, norm, protocols, report, seeds
 from . import tent as tent_lib
 from .conf import ConfigError, cfg, effective_setting, load_cfg_fom_args, methods, setup_logging
 from .data import load_corruption
+from .errors import MissingResourceError
 from .imagenetc import imagenetc_folder
 from .models import load_source_model
 from .tent import norm_layer_types
@@ -401,12 +402,29 @@ def num_examples() -> int:
     return cfg.CORRUPTION.NUM_EX if cfg.CORRUPTION.NUM_EX != -1 else FULL_SIZE[cfg.CORRUPTION.DATASET]
 
 
+def load_clean(n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first n images of the clean test set (mariodoebler's domain 'none': forgetting of the source)."""
+    if cfg.CORRUPTION.DATASET == "mnist":
+        x, y = mnistc.split_arrays(cfg.DATA_DIR, cfg.MNISTC.NUM_TRAIN, cfg.MNISTC.SEED, "x_test", "y_test")
+        return mnistc.to_tensor(x[:n]), torch.from_numpy(y[:n])
+    from robustbench.data import load_cifar10, load_cifar100
+
+    try:
+        return {"cifar10": load_cifar10, "cifar100": load_cifar100}[cfg.CORRUPTION.DATASET](n, cfg.DATA_DIR)
+    except OSError as e:  # torchvision's download failed (offline) or the folder is unreadable
+        raise MissingResourceError(f"the clean {cfg.CORRUPTION.DATASET} test set is not under {cfg.DATA_DIR} "
+                                   f"and could not be downloaded ({type(e).__name__}); place it there") from None
+
+
 def load_part(corruption: str, severity: int, peer: str = "tent"):
     """One corruption x severity: (x, y) tensors, or ImageNet-C's full folder for NUM_EX -1.
 
     tent / CoTTA: the first NUM_EX images. mariodoebler: every image (its loader draws NUM_EX from
-    them); for ImageNet-C robustbench's 5,000-image list, which its loader reads.
+    them); for ImageNet-C robustbench's 5,000-image list, which its loader reads. 'none': the clean
+    test set (all of it for mariodoebler, whose loader cannot shuffle or subsample a torchvision set).
     """
+    if corruption == protocols.CLEAN:
+        return load_clean(FULL_SIZE[cfg.CORRUPTION.DATASET] if peer == "mariodoebler" else num_examples())
     if peer == "mariodoebler":
         n = 5000 if cfg.CORRUPTION.DATASET == "imagenet" else FULL_SIZE[cfg.CORRUPTION.DATASET]
         return load_corruption(cfg.CORRUPTION.DATASET, n, severity, cfg.DATA_DIR, corruption, mnist_data_cfg())

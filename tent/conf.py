@@ -220,6 +220,8 @@ _C.DEVICE = 'auto'
 # The settings of later test-time adaptation work (mariodoebler/test-time-adaptation's
 # SETTING, CoTTA's gradual protocol, RDumb's periodic reset, the paper's offline tent); the
 # defaults reproduce the reference protocol. See docs/protocols.md.
+# datasets whose clean test set a CORRUPTION.TYPE entry 'none' loads (mariodoebler's forgetting protocol)
+CLEAN_TEST_SETS = ("cifar10", "cifar100", "mnist")
 PROTOCOL_SETTINGS = (
     "reset_each_shift",             # reference: reset before every corruption x severity
     "continual",                    # never reset (MODEL.CONTINUAL True is an alias)
@@ -413,6 +415,12 @@ def _never_resets(c: CfgNode) -> bool:
     return c.MODEL.RESET_AFTER_NUM_UPDATES == 0 and not any(p.reset for p in pieces)
 
 
+def _clean_ok(name: str, c: CfgNode) -> bool:
+    """'none' (mariodoebler: the clean test set between corruptions, to measure forgetting) where it can be loaded."""
+    return (name == "none" and c.CORRUPTION.DATASET in CLEAN_TEST_SETS
+            and "mixed_domains" not in effective_setting(c))
+
+
 def _peer_ok(peer: str, c: CfgNode) -> bool:
     """PROTOCOL.PEER is auto or a peer whose code has a loop for the SETTING."""
     from .protocols import PEERS, peer_allows
@@ -474,8 +482,10 @@ RULES: Dict[str, Rule] = {
     "MODEL.NORM_LAYERS": (_norm_layers_ok, "a non-empty list of normalisation layer names "
                           "(BatchNorm1d/2d/3d, SyncBatchNorm; GroupNorm, LayerNorm for tent only)"),
     "CORRUPTION.DATASET": _one_of(DATASETS),
-    "CORRUPTION.TYPE": (lambda v, c: bool(v) and all(t in corruption_names(c.CORRUPTION.DATASET) for t in v),
-                        lambda c: f"a non-empty list of corruptions from {corruption_names(c.CORRUPTION.DATASET)}"),
+    "CORRUPTION.TYPE": (lambda v, c: bool(v) and all(t in corruption_names(c.CORRUPTION.DATASET) or _clean_ok(t, c)
+                                                     for t in v),
+                        lambda c: f"a non-empty list of corruptions from {corruption_names(c.CORRUPTION.DATASET)} "
+                                  f"(and 'none', the clean test set, for {CLEAN_TEST_SETS} outside mixed_domains)"),
     "CORRUPTION.SEVERITY": (lambda v, c: bool(v) and all(type(s) is int and 1 <= s <= 5 for s in v),
                             "a non-empty list of severities from 1 to 5"),
     "CORRUPTION.NUM_EX": (lambda v, c: (v >= 1 or v == -1) and (c.CORRUPTION.DATASET != "imagenet" or v <= 5000),

@@ -35,6 +35,8 @@ GRADUAL_NEXT = (1, 2, 3, 4, 5, 4, 3, 2, 1)
 # settings whose model is reset at every shift (tent's loop: before every corruption x severity)
 RESET_SETTINGS = ("reset_each_shift", "reset_each_shift_correlated", "offline")
 PEERS = ("tent", "cotta", "mariodoebler")
+# mariodoebler's domain name for the clean test set in CORRUPTION.TYPE (forgetting of the source domain)
+CLEAN = "none"
 # the peer each setting is named after (PROTOCOL.PEER auto)
 DEFAULT_PEER: Dict[str, str] = {"reset_each_shift": "tent", "offline": "tent", "gradual": "cotta"}
 # NOTE / mariodoebler: no Dirichlet chunk may hold fewer samples than this
@@ -234,5 +236,8 @@ def piece_data(piece: Piece, setting: str, load: Callable[[str, int], object],
     labels = torch.cat([part_labels(p) for p in parts])
     domains = torch.cat([torch.full((len(part_labels(p)),), i, dtype=torch.long) for i, p in enumerate(parts)])
     folders = not all(isinstance(p, tuple) for p in parts)
-    order = stream_order(labels.numpy(), setting, peer, delta, seed, num_ex, folders)
+    if piece.corruptions == (CLEAN,):  # mariodoebler's loader cannot reorder a torchvision test set: file order
+        order = np.arange(len(labels))
+    else:
+        order = stream_order(labels.numpy(), setting, peer, delta, seed, num_ex, folders)
     return PieceData(parts, labels, domains, torch.from_numpy(order))

@@ -492,3 +492,16 @@ def test_runs_with_other_rng_seeds_average_to_mean_and_std(tmp_path, mnist_data_
     assert f"source: {np.mean(means):.2f} ± {np.std(means, ddof=1):.2f} %" in printed and "| source |" in printed
     assert average.main([str(tmp_path / "missing_stream.json")]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # two passes over the 4,500 clean test digits for each method
+def test_forgetting_protocol_evaluates_the_clean_test_set_between_corruptions(tmp_path, mnist_data_dir, ckpt_dir):
+    results, out, stream = run(tmp_path, mnist_data_dir, ckpt_dir, "SETTING", "continual", "CORRUPTION.TYPE",
+                               "[gaussian_noise, none, contrast, none]", "MODEL.ADAPTATIONS", "[source, norm]")
+    pieces = stream["pieces"]["norm"]
+    assert [p["name"] for p in pieces] == ["gaussian_noise", "none", "contrast", "none"]
+    # mariodoebler's loader leaves a torchvision test set whole and in file order; the others get NUM_EX 40
+    assert [sum(p["total"]) for p in pieces] == [40, 4500, 40, 4500]
+    x, y = cifar10c.load_clean(4500)
+    source = cifar10c.load_base_model(torch.device("cpu")).eval()
+    assert results["source"][5]["none"] == pytest.approx(1 - cifar10c.accuracy(source, x, y, 500, torch.device("cpu")))
