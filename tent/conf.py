@@ -220,20 +220,20 @@ _C.DEVICE = 'auto'
 # The settings of later test-time adaptation work (mariodoebler/test-time-adaptation's
 # SETTING, CoTTA's gradual protocol, RDumb's periodic reset, the paper's offline tent); the
 # defaults reproduce the reference protocol. See docs/protocols.md.
-# datasets whose clean test set a CORRUPTION.TYPE entry 'none' loads (mariodoebler's forgetting protocol)
-CLEAN_TEST_SETS = ("cifar10", "cifar100", "mnist")
 PROTOCOL_SETTINGS = (
     "reset_each_shift",             # reference: reset before every corruption x severity
-    "continual",                    # never reset (MODEL.CONTINUAL True is an alias)
+    "continual",                    # mariodoebler: never reset (MODEL.CONTINUAL True is an alias)
     "gradual",                      # CoTTA: severities 5..1, then 1..5..1 per corruption, never reset
-    "mixed_domains",                # all corruptions of a severity shuffled into one stream
-    "correlated",                   # continual, classes in a Dirichlet order (TEST.DELTA_DIRICHLET)
-    "mixed_domains_correlated",     # mixed_domains + Dirichlet class order
-    "gradual_correlated",           # gradual + Dirichlet class order
-    "reset_each_shift_correlated",  # reset_each_shift + Dirichlet class order
+    "mixed_domains",                # mariodoebler: all corruptions of a severity shuffled into one stream
+    "correlated",                   # mariodoebler: continual, classes in a Dirichlet order (TEST.DELTA_DIRICHLET)
+    "mixed_domains_correlated",     # mariodoebler: mixed_domains + Dirichlet class order
+    "gradual_correlated",           # mariodoebler: its gradual (1..5..1 on every corruption) + Dirichlet order
+    "reset_each_shift_correlated",  # mariodoebler: reset per corruption + Dirichlet class order
     "offline",                      # tent paper: OPTIM.EPOCHS passes per corruption, then predict
 )
 _C.SETTING = "reset_each_shift"
+# datasets whose clean test set a CORRUPTION.TYPE entry 'none' loads (mariodoebler's forgetting protocol)
+CLEAN_TEST_SETS = ("cifar10", "cifar100", "mnist")
 
 # Whose loop and sample order the stream follows (docs/protocols.md): auto, the peer the
 # SETTING is named after (tent for reset_each_shift and offline, cotta for gradual,
