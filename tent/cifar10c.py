@@ -32,7 +32,7 @@ from . import tent as tent_lib
 from .conf import ConfigError, cfg, effective_setting, load_cfg_fom_args, methods, setup_logging
 from .data import load_corruption
 from .errors import MissingResourceError
-from .imagenetc import imagenetc_folder
+from .imagenetc import imagenetc_folder, imagenetc_listed
 from .models import load_source_model
 from .tent import norm_layer_types
 from .window import SlidingWindow
@@ -420,13 +420,17 @@ def load_part(corruption: str, severity: int, peer: str = "tent"):
     """One corruption x severity: (x, y) tensors, or ImageNet-C's full folder for NUM_EX -1.
 
     tent / CoTTA: the first NUM_EX images. mariodoebler: every image (its loader draws NUM_EX from
-    them); for ImageNet-C robustbench's 5,000-image list, which its loader reads. 'none': the clean
+    them); for ImageNet-C robustbench's 5,000-image list, or its own list of all 50,000 where its loader
+    reads that (a correlated setting or NUM_EX != -1). 'none': the clean
     test set (all of it for mariodoebler, whose loader cannot shuffle or subsample a torchvision set).
     """
     if corruption == protocols.CLEAN:
         return load_clean(FULL_SIZE[cfg.CORRUPTION.DATASET] if peer == "mariodoebler" else num_examples())
     if peer == "mariodoebler":
-        n = 5000 if cfg.CORRUPTION.DATASET == "imagenet" else FULL_SIZE[cfg.CORRUPTION.DATASET]
+        imagenet = cfg.CORRUPTION.DATASET == "imagenet"
+        if imagenet and (cfg.CORRUPTION.NUM_EX != -1 or "correlated" in effective_setting(cfg)):
+            return imagenetc_listed(cfg.DATA_DIR, corruption, severity)  # its list of all 50,000
+        n = 5000 if imagenet else FULL_SIZE[cfg.CORRUPTION.DATASET]
         return load_corruption(cfg.CORRUPTION.DATASET, n, severity, cfg.DATA_DIR, corruption, mnist_data_cfg())
     if cfg.CORRUPTION.DATASET == "imagenet" and cfg.CORRUPTION.NUM_EX == -1:
         return imagenetc_folder(cfg.DATA_DIR, corruption, severity)

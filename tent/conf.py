@@ -421,6 +421,12 @@ def _clean_ok(name: str, c: CfgNode) -> bool:
             and "mixed_domains" not in effective_setting(c))
 
 
+def _imagenet_limit(c: CfgNode) -> int:
+    """Most ImageNet-C images a piece can hold: robustbench's list, or all under mariodoebler's loader."""
+    from .protocols import peer_of
+    return 50000 if peer_of(effective_setting(c), c.PROTOCOL.PEER) == "mariodoebler" else 5000
+
+
 def _peer_ok(peer: str, c: CfgNode) -> bool:
     """PROTOCOL.PEER is auto or a peer whose code has a loop for the SETTING."""
     from .protocols import PEERS, peer_allows
@@ -488,8 +494,10 @@ RULES: Dict[str, Rule] = {
                                   f"(and 'none', the clean test set, for {CLEAN_TEST_SETS} outside mixed_domains)"),
     "CORRUPTION.SEVERITY": (lambda v, c: bool(v) and all(type(s) is int and 1 <= s <= 5 for s in v),
                             "a non-empty list of severities from 1 to 5"),
-    "CORRUPTION.NUM_EX": (lambda v, c: (v >= 1 or v == -1) and (c.CORRUPTION.DATASET != "imagenet" or v <= 5000),
-                          ">= 1, or -1 for every image (and <= 5000 for imagenet's robustbench list)"),
+    "CORRUPTION.NUM_EX": (lambda v, c: (v >= 1 or v == -1) and (c.CORRUPTION.DATASET != "imagenet"
+                                                                 or v <= _imagenet_limit(c)),
+                          ">= 1, or -1 for every image (and for imagenet <= 5000, robustbench's list; "
+                          "<= 50000 under PROTOCOL.PEER mariodoebler, which draws from all)"),
     "CORRUPTION.ORDER_SEED": _in(-1, SEED_LIMIT),
     "BN.EPS": _above(0),
     "BN.MOM": _in(0, 1),

@@ -505,3 +505,30 @@ def test_forgetting_protocol_evaluates_the_clean_test_set_between_corruptions(tm
     x, y = cifar10c.load_clean(4500)
     source = cifar10c.load_base_model(torch.device("cpu")).eval()
     assert results["source"][5]["none"] == pytest.approx(1 - cifar10c.accuracy(source, x, y, 500, torch.device("cpu")))
+
+
+def test_mariodoeblers_imagenet_list_is_shipped_as_an_order_of_the_full_folder(tmp_path):
+    from PIL import Image
+
+    from tent import imagenetc
+    from tent.data import MissingResourceError
+
+    order = imagenetc.mariodoebler_order()
+    assert len(order) == 50000 and np.array_equal(np.sort(order), np.arange(50000))
+    root = tmp_path / "ImageNet-C" / "fog" / "5"
+    for k, wnid in enumerate(["n01440764", "n01443537"]):
+        (root / wnid).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((224, 224, 3), 40 * k + i, np.uint8)).save(root / wnid / f"im{i}.JPEG")
+    folder = imagenetc.imagenetc_folder(str(tmp_path), "fog", 5)
+    listed = imagenetc.ListedFolder(folder, [3, 0, 2, 1])
+    assert listed.targets == [1, 0, 1, 0] and len(listed) == 4
+    assert (listed[0][0][0, 0, 0] * 255).round().item() == 41 and listed[0][1] == 1
+    with pytest.raises(MissingResourceError, match="50000"):
+        imagenetc.imagenetc_listed(str(tmp_path), "fog", 5)  # the list needs every image
+    conf.merge_from_list(["CORRUPTION.DATASET", "imagenet", "MODEL.ARCH", "Standard_R50", "SETTING", "continual",
+                          "CORRUPTION.NUM_EX", "20000"])
+    conf.assert_and_infer_cfg()  # mariodoebler draws from all 50,000
+    conf.merge_from_list(["PROTOCOL.PEER", "cotta"])
+    with pytest.raises(conf.ConfigError, match="NUM_EX"):
+        conf.assert_and_infer_cfg()  # CoTTA reads robustbench's 5,000
