@@ -27,11 +27,12 @@ import torch.nn as nn
 import torch.optim as optim
 from tqdm import tqdm
 
-from . import distributed, errors, norm, protocols, report, seeds
+from . import distributed, errors, mnistc, norm, protocols, report, seeds
 from . import tent as tent_lib
 from .conf import ConfigError, cfg, effective_setting, load_cfg_fom_args, methods, setup_logging
 from .data import load_corruption
-from .imagenetc import imagenetc_folder
+from .errors import MissingResourceError
+from .imagenetc import imagenetc_folder, imagenetc_listed
 from .models import load_source_model
 from .tent import norm_layer_types
 from .window import SlidingWindow
@@ -73,8 +74,7 @@ def evaluate(description: str, argv: Optional[Sequence[str]] = None) -> report.R
     if cfg.PERF.AMP and device.type != "cuda":
         logger.warning("PERF.AMP applies to CUDA only; running in float32 on %s", device)
     base_model = load_base_model(device)
-    pieces = protocols.plan(setting, protocols.corruption_order(cfg.CORRUPTION.TYPE, cfg.CORRUPTION.ORDER_SEED),
-                            severities_of(setting))
+    pieces = stream_plan(setting)
     if "gradual" in setting:  # its severities come from the plan, not from CORRUPTION.SEVERITY alone
         logger.info("%s: severities along the stream %s", setting, [p.severity for p in pieces])
     mine = distributed.shard(pieces, distributed.rank(), distributed.world_size())
@@ -106,9 +106,26 @@ def share_run_stem() -> None:
 
 def check_processes(setting: str) -> None:
     """Several processes split independent pieces only; a sequential stream needs one process."""
-    if distributed.world_size() > 1 and setting not in protocols.RESET_SETTINGS:
-        raise ConfigError(f"SETTING {setting} is one sequential stream and needs one process "
+    if distributed.world_size() > 1 and not pieces_independent(setting):
+        raise ConfigError(f"SETTING {setting} (PROTOCOL.PEER {protocols.peer_of(setting, cfg.PROTOCOL.PEER)}, "
+                          f"MODEL.RESET_AFTER_NUM_UPDATES {cfg.MODEL.RESET_AFTER_NUM_UPDATES}, TEST.WINDOW_LENGTH "
+                          f"{cfg.TEST.WINDOW_LENGTH}) is one sequential stream and needs one process "
                           f"(launch one process per CORRUPTION.ORDER_SEED instead of torchrun)")
+
+
+def stream_plan(setting: str) -> List[protocols.Piece]:
+    """The pieces of this run's stream: the setting's loop (PROTOCOL.PEER) over the configured corruptions."""
+    return protocols.plan(setting, protocols.corruption_order(cfg.CORRUPTION.TYPE, cfg.CORRUPTION.ORDER_SEED),
+                          severities_of(setting), cfg.PROTOCOL.PEER)
+
+
+def pieces_independent(setting: str) -> bool:
+    """Whether every piece starts from the source model with nothing carried over (so processes can split them).
+
+    The update counter and the sliding window outlive resets (as mariodoebler's), so they chain pieces.
+    """
+    carried = cfg.MODEL.RESET_AFTER_NUM_UPDATES > 0 or cfg.TEST.WINDOW_LENGTH > 1
+    return not carried and all(p.reset for p in stream_plan(setting))
 
 
 def severities_of(setting: str) -> List[int]:
@@ -247,80 +264,115 @@ def wrap_single_sample(model: nn.Module, method: str) -> nn.Module:
     return model
 
 
+def wrap_periodic_reset(model: nn.Module, method: str) -> nn.Module:
+    """With MODEL.RESET_AFTER_NUM_UPDATES N, norm / tent are reset after every N updates (RDumb)."""
+    every = cfg.MODEL.RESET_AFTER_NUM_UPDATES
+    return PeriodicReset(model, every) if every and method != "source" else model
+
+
 def evaluate_model(model: nn.Module, method: str, pieces: Sequence[protocols.Piece],
                    device: torch.device) -> Dict[str, List[report.PieceResult]]:
     """One method on its pieces of the stream, in order; offline adds '<method>_online'."""
-    model = wrap_single_sample(model, method)
+    model = wrap_single_sample(wrap_periodic_reset(model, method), method)
     if not any(p.reset for p in pieces) and not cfg.MODEL.RESET_AFTER_NUM_UPDATES:
         logger.info("continual adaptation: the model is never reset")
-    counter = UpdateCounter(model)
+    setting = effective_setting(cfg)
+    peer = protocols.peer_of(setting, cfg.PROTOCOL.PEER)
     done: Dict[str, List[report.PieceResult]] = {method: []}
     for piece in pieces:
         if piece.reset:
             reset_model(model)
-            counter.updates = 0
-        data = protocols.piece_data(piece, effective_setting(cfg), load_part, cfg.TEST.DELTA_DIRICHLET,
-                                    cfg.RNG_SEED)
+        data = protocols.piece_data(piece, setting, lambda c, s: load_part(c, s, peer), cfg.TEST.DELTA_DIRICHLET,
+                                    cfg.RNG_SEED, peer, cfg.CORRUPTION.NUM_EX)
         desc = f"{method} {piece.name}{piece.severity}"
-        if effective_setting(cfg) == "offline" and method != "source":
-            online, correct = adapt_then_predict(model, data, device, counter, desc)
+        if setting == "offline" and method != "source":
+            online, correct = adapt_then_predict(model, data, device, desc)
             done.setdefault(f"{method}_online", []).append(piece_result(piece, data, online))
         else:
-            correct = run_pass(model, data, device, counter, desc)
+            correct = run_pass(model, data, device, True, desc)
         done[method].append(piece_result(piece, data, correct))
         log_piece(done[method][-1])
     return done
 
 
 def adapt_then_predict(model: nn.Module, data: protocols.PieceData, device: torch.device,
-                       counter: "UpdateCounter", desc: str) -> Tuple[torch.Tensor, torch.Tensor]:
+                       desc: str) -> Tuple[torch.Tensor, torch.Tensor]:
     """Offline: OPTIM.EPOCHS adapting passes, then a predicting pass; (first pass, final) correctness."""
-    online = run_pass(model, data, device, counter, f"{desc} epoch 1")
+    online = run_pass(model, data, device, True, f"{desc} epoch 1")
     for epoch in range(1, cfg.OPTIM.EPOCHS):
-        run_pass(model, data, device, counter, f"{desc} epoch {epoch + 1}")
-    return online, run_pass(model, data, device, None, f"{desc} predict")
+        run_pass(model, data, device, True, f"{desc} epoch {epoch + 1}")
+    return online, run_pass(model, data, device, False, f"{desc} predict")
 
 
-class UpdateCounter:
-    """Counts the model's updates and resets it every MODEL.RESET_AFTER_NUM_UPDATES (RDumb)."""
+class PeriodicReset(nn.Module):
+    """Resets norm / tent after every `every` updates, counted as mariodoebler's TTAMethod counts them.
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model, self.updates, self.every = model, 0, cfg.MODEL.RESET_AFTER_NUM_UPDATES
+    One tent step is one update, and the count is checked after each step (with OPTIM.STEPS > 1 a
+    reset can fall between the steps of one batch); one norm batch is one update. The count is
+    never restarted, not by this reset nor by a setting's reset at a shift (as mariodoebler's
+    `performed_updates`).
+    """
 
-    def after_batch(self) -> None:
-        """Add the updates of the last forward; reset once `every` of them were made."""
-        self.updates += updates_of(self.model)
-        if self.every and self.updates >= self.every:
-            logger.info("periodic reset after %d updates", self.updates)
-            reset_model(self.model)
-            self.updates = 0
+    def __init__(self, method: nn.Module, every: int) -> None:
+        super().__init__()
+        self.method, self.every, self.updates = method, every, 0
+
+    @property
+    def model(self) -> nn.Module:
+        """The network inside (the window and the offline prediction forward it without adapting)."""
+        return self.method.model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The method's adapting forward, step by step, resetting whenever the count reaches a multiple of N."""
+        if not isinstance(self.method, tent_lib.Tent) or self.method.episodic:
+            outputs = self.method(x)
+            self.count(self.method.steps if isinstance(self.method, tent_lib.Tent) else 1)
+            return outputs
+        steps, self.method.steps = self.method.steps, 1
+        try:
+            for _ in range(steps):
+                outputs = self.method(x)
+                self.count(1)
+        finally:
+            self.method.steps = steps
+        return outputs
+
+    def count(self, updates: int) -> None:
+        """Add updates one by one, resetting the method at every multiple of `every`."""
+        for _ in range(updates):
+            self.updates += 1
+            if self.updates % self.every == 0:
+                logger.info("periodic reset after %d updates", self.every)
+                reset_model(self.method)
+
+    def reset(self) -> None:
+        """A setting's reset at a shift: the method only (the count goes on)."""
+        self.method.reset()
 
 
-def updates_of(model: nn.Module) -> int:
-    """Updates one forward of the model made: tent's steps, one for norm, none for source."""
-    if isinstance(model, SlidingWindow):
-        return updates_of(model.model) if model.updated else 0
-    if isinstance(model, tent_lib.Tent):
-        return model.steps
-    return 1 if isinstance(model, norm.Norm) else 0
+def adapting_method(model: nn.Module) -> nn.Module:
+    """The norm / tent wrapper inside the window and periodic-reset wrappers."""
+    while isinstance(model, (SlidingWindow, PeriodicReset)):
+        model = model.model if isinstance(model, SlidingWindow) else model.method
+    return model
 
 
 def forward(model: nn.Module, x: torch.Tensor, adapt: bool) -> torch.Tensor:
     """Outputs for a batch: adapting (as the reference, outputs from before the update), or not."""
+    method = adapting_method(model)
     if not adapt:  # offline prediction: the adapted network, batch statistics, no update
-        return (model.model if isinstance(model, (tent_lib.Tent, norm.Norm)) else model)(x)
+        return (method.model if isinstance(method, (tent_lib.Tent, norm.Norm)) else method)(x)
     outputs = model(x)
-    if cfg.MODEL.PREDICT_AFTER_UPDATE and isinstance(model, tent_lib.Tent):
-        outputs = model.model(x)  # a second forward with the updated parameters
+    if cfg.MODEL.PREDICT_AFTER_UPDATE and isinstance(method, tent_lib.Tent):
+        outputs = method.model(x)  # a second forward with the updated parameters
     return outputs
 
 
 def run_pass(model: nn.Module, data: protocols.PieceData, device: torch.device,
-             counter: Optional[UpdateCounter], desc: str = "") -> torch.Tensor:
-    """Correct (bool) per sample of one pass over a piece; adapts unless counter is None."""
+             adapt: bool = True, desc: str = "") -> torch.Tensor:
+    """Correct (bool) per sample of one pass over a piece; norm and tent adapt unless `adapt` is False."""
     total = -(-len(data) // cfg.TEST.BATCH_SIZE)
-    return correct_per_sample(model, data.batches(cfg.TEST.BATCH_SIZE), device, counter is not None,
-                              counter.after_batch if counter else None, desc, total)
+    return correct_per_sample(model, data.batches(cfg.TEST.BATCH_SIZE), device, adapt, desc=desc, total=total)
 
 
 def correct_per_sample(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.Tensor]],
@@ -363,8 +415,36 @@ def num_examples() -> int:
     return cfg.CORRUPTION.NUM_EX if cfg.CORRUPTION.NUM_EX != -1 else FULL_SIZE[cfg.CORRUPTION.DATASET]
 
 
-def load_part(corruption: str, severity: int):
-    """One corruption x severity: (x, y) tensors, or ImageNet-C's full folder for NUM_EX -1."""
+def load_clean(n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first n images of the clean test set (mariodoebler's domain 'none': forgetting of the source)."""
+    if cfg.CORRUPTION.DATASET == "mnist":
+        x, y = mnistc.split_arrays(cfg.DATA_DIR, cfg.MNISTC.NUM_TRAIN, cfg.MNISTC.SEED, "x_test", "y_test")
+        return mnistc.to_tensor(x[:n]), torch.from_numpy(y[:n])
+    from robustbench.data import load_cifar10, load_cifar100
+
+    try:
+        return {"cifar10": load_cifar10, "cifar100": load_cifar100}[cfg.CORRUPTION.DATASET](n, cfg.DATA_DIR)
+    except OSError as e:  # torchvision's download failed (offline) or the folder is unreadable
+        raise MissingResourceError(f"the clean {cfg.CORRUPTION.DATASET} test set is not under {cfg.DATA_DIR} "
+                                   f"and could not be downloaded ({type(e).__name__}); place it there") from None
+
+
+def load_part(corruption: str, severity: int, peer: str = "tent"):
+    """One corruption x severity: (x, y) tensors, or ImageNet-C's full folder for NUM_EX -1.
+
+    tent / CoTTA: the first NUM_EX images. mariodoebler: every image (its loader draws NUM_EX from
+    them); for ImageNet-C robustbench's 5,000-image list, or its own list of all 50,000 where its loader
+    reads that (a correlated setting or NUM_EX != -1). 'none': the clean
+    test set (all of it for mariodoebler, whose loader cannot shuffle or subsample a torchvision set).
+    """
+    if corruption == protocols.CLEAN:
+        return load_clean(FULL_SIZE[cfg.CORRUPTION.DATASET] if peer == "mariodoebler" else num_examples())
+    if peer == "mariodoebler":
+        imagenet = cfg.CORRUPTION.DATASET == "imagenet"
+        if imagenet and (cfg.CORRUPTION.NUM_EX != -1 or "correlated" in effective_setting(cfg)):
+            return imagenetc_listed(cfg.DATA_DIR, corruption, severity)  # its list of all 50,000
+        n = 5000 if imagenet else FULL_SIZE[cfg.CORRUPTION.DATASET]
+        return load_corruption(cfg.CORRUPTION.DATASET, n, severity, cfg.DATA_DIR, corruption, mnist_data_cfg())
     if cfg.CORRUPTION.DATASET == "imagenet" and cfg.CORRUPTION.NUM_EX == -1:
         return imagenetc_folder(cfg.DATA_DIR, corruption, severity)
     return load_corruption(cfg.CORRUPTION.DATASET, num_examples(), severity, cfg.DATA_DIR, corruption,

@@ -223,16 +223,25 @@ _C.DEVICE = 'auto'
 # defaults reproduce the reference protocol. See docs/protocols.md.
 PROTOCOL_SETTINGS = (
     "reset_each_shift",             # reference: reset before every corruption x severity
-    "continual",                    # never reset (MODEL.CONTINUAL True is an alias)
+    "continual",                    # mariodoebler: never reset (MODEL.CONTINUAL True is an alias)
     "gradual",                      # CoTTA: severities 5..1, then 1..5..1 per corruption, never reset
-    "mixed_domains",                # all corruptions of a severity shuffled into one stream
-    "correlated",                   # continual, classes in a Dirichlet order (TEST.DELTA_DIRICHLET)
-    "mixed_domains_correlated",     # mixed_domains + Dirichlet class order
-    "gradual_correlated",           # gradual + Dirichlet class order
-    "reset_each_shift_correlated",  # reset_each_shift + Dirichlet class order
+    "mixed_domains",                # mariodoebler: all corruptions of a severity shuffled into one stream
+    "correlated",                   # mariodoebler: continual, classes in a Dirichlet order (TEST.DELTA_DIRICHLET)
+    "mixed_domains_correlated",     # mariodoebler: mixed_domains + Dirichlet class order
+    "gradual_correlated",           # mariodoebler: its gradual (1..5..1 on every corruption) + Dirichlet order
+    "reset_each_shift_correlated",  # mariodoebler: reset per corruption + Dirichlet class order
     "offline",                      # tent paper: OPTIM.EPOCHS passes per corruption, then predict
 )
 _C.SETTING = "reset_each_shift"
+# datasets whose clean test set a CORRUPTION.TYPE entry 'none' loads (mariodoebler's forgetting protocol)
+CLEAN_TEST_SETS = ("cifar10", "cifar100", "mnist")
+
+# Whose loop and sample order the stream follows (docs/protocols.md): auto, the peer the
+# SETTING is named after (tent for reset_each_shift and offline, cotta for gradual,
+# mariodoebler for the rest); or tent / cotta (severity by severity, the first NUM_EX images
+# in file order) or mariodoebler (corruption by corruption, samples shuffled with RNG_SEED)
+_C.PROTOCOL = CfgNode()
+_C.PROTOCOL.PEER = "auto"
 
 # Reset the model every N updates, combinable with any setting (RDumb); 0: never
 _C.MODEL.RESET_AFTER_NUM_UPDATES = 0
@@ -404,9 +413,31 @@ def _norm_layers_ok(names: List[str], c: CfgNode) -> bool:
 
 
 def _never_resets(c: CfgNode) -> bool:
-    """The setting never resets the model, so no copy of its state is needed."""
-    from .protocols import RESET_SETTINGS  # imported here: keep conf light
-    return c.MODEL.RESET_AFTER_NUM_UPDATES == 0 and effective_setting(c) not in RESET_SETTINGS
+    """The stream never resets the model, so no copy of its state is needed."""
+    from .protocols import peer_allows, plan  # imported here: keep conf light
+    setting = effective_setting(c)
+    if not peer_allows(setting, c.PROTOCOL.PEER):
+        return True  # the PROTOCOL.PEER rule reports it
+    pieces = plan(setting, c.CORRUPTION.TYPE, c.CORRUPTION.SEVERITY, c.PROTOCOL.PEER)
+    return c.MODEL.RESET_AFTER_NUM_UPDATES == 0 and not any(p.reset for p in pieces)
+
+
+def _clean_ok(name: str, c: CfgNode) -> bool:
+    """'none' (mariodoebler: the clean test set between corruptions, to measure forgetting) where it can be loaded."""
+    return (name == "none" and c.CORRUPTION.DATASET in CLEAN_TEST_SETS
+            and "mixed_domains" not in effective_setting(c))
+
+
+def _imagenet_limit(c: CfgNode) -> int:
+    """Most ImageNet-C images a piece can hold: robustbench's list, or all under mariodoebler's loader."""
+    from .protocols import peer_of
+    return 50000 if peer_of(effective_setting(c), c.PROTOCOL.PEER) == "mariodoebler" else 5000
+
+
+def _peer_ok(peer: str, c: CfgNode) -> bool:
+    """PROTOCOL.PEER is auto or a peer whose code has a loop for the SETTING."""
+    from .protocols import PEERS, peer_allows
+    return peer in ("auto", *PEERS) and peer_allows(effective_setting(c), peer)
 
 
 def _device_ok(name: str) -> bool:
@@ -458,15 +489,22 @@ RULES: Dict[str, Rule] = {
                         "False with a SETTING other than continual (it is an alias of SETTING continual)"),
     "MODEL.RESET_AFTER_NUM_UPDATES": _at_least(0),
     "SETTING": _one_of(PROTOCOL_SETTINGS),
+    "PROTOCOL.PEER": (_peer_ok, "auto, or a peer with a loop for the SETTING: tent (reset_each_shift, "
+                      "reset_each_shift_correlated, offline), cotta (continual, gradual, correlated, "
+                      "gradual_correlated), mariodoebler (all but offline)"),
     "MODEL.NORM_LAYERS": (_norm_layers_ok, "a non-empty list of normalisation layer names "
                           "(BatchNorm1d/2d/3d, SyncBatchNorm; GroupNorm, LayerNorm for tent only)"),
     "CORRUPTION.DATASET": _one_of(DATASETS),
-    "CORRUPTION.TYPE": (lambda v, c: bool(v) and all(t in corruption_names(c.CORRUPTION.DATASET) for t in v),
-                        lambda c: f"a non-empty list of corruptions from {corruption_names(c.CORRUPTION.DATASET)}"),
+    "CORRUPTION.TYPE": (lambda v, c: bool(v) and all(t in corruption_names(c.CORRUPTION.DATASET) or _clean_ok(t, c)
+                                                     for t in v),
+                        lambda c: f"a non-empty list of corruptions from {corruption_names(c.CORRUPTION.DATASET)} "
+                                  f"(and 'none', the clean test set, for {CLEAN_TEST_SETS} outside mixed_domains)"),
     "CORRUPTION.SEVERITY": (lambda v, c: bool(v) and all(type(s) is int and 1 <= s <= 5 for s in v),
                             "a non-empty list of severities from 1 to 5"),
-    "CORRUPTION.NUM_EX": (lambda v, c: (v >= 1 or v == -1) and (c.CORRUPTION.DATASET != "imagenet" or v <= 5000),
-                          ">= 1, or -1 for every image (and <= 5000 for imagenet's robustbench list)"),
+    "CORRUPTION.NUM_EX": (lambda v, c: (v >= 1 or v == -1) and (c.CORRUPTION.DATASET != "imagenet"
+                                                                 or v <= _imagenet_limit(c)),
+                          ">= 1, or -1 for every image (and for imagenet <= 5000, robustbench's list; "
+                          "<= 50000 under PROTOCOL.PEER mariodoebler, which draws from all)"),
     "CORRUPTION.ORDER_SEED": _in(-1, SEED_LIMIT),
     "BN.EPS": _above(0),
     "BN.MOM": _in(0, 1),

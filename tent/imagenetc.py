@@ -9,6 +9,7 @@ since 50,000 images do not fit in memory as one tensor.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from .data import MissingResourceError, expected_files, missing_message
 
@@ -23,3 +24,46 @@ def imagenetc_folder(data_dir: str, corruption: str, severity: int):
         raise MissingResourceError(missing_message("imagenet", data_dir, corruption, severity,
                                                    "no such folder"))
     return ImageFolder(str(folder), transform=PREPROCESSINGS[None])
+
+
+# mariodoebler/test-time-adaptation's list of all 50,000 images (datasets/imagenet_list/
+# imagenet_val_ids_50k.txt, commit 8b2ed63), which its loader reads for correlated settings and
+# NUM_EX != -1: stored as each entry's index in the sorted list (= ImageFolder's order), uint16
+PEER_ORDER_FILE = Path(__file__).with_name("imagenet_val_50k_order.npy")
+PEER_ORDER_SIZE = 50000
+PEER_ORDER_SHA256 = "9354370b2de4b770ac02264ab3932fd557017a0de0fa5358413666b4b24b466e"
+
+
+def mariodoebler_order() -> "np.ndarray":
+    """Indices into a full ImageNet-C folder in the order of mariodoebler's 50,000-image list (hash checked)."""
+    import hashlib
+
+    import numpy as np
+
+    data = PEER_ORDER_FILE.read_bytes()
+    if hashlib.sha256(data).hexdigest() != PEER_ORDER_SHA256:
+        raise MissingResourceError(f"{PEER_ORDER_FILE} is not the shipped file (its hash differs); restore it from git")
+    return np.load(PEER_ORDER_FILE, allow_pickle=False).astype(np.int64)
+
+
+class ListedFolder:
+    """A folder's images in a given order, with their `targets` (what the stream's loaders read)."""
+
+    def __init__(self, folder, order: Sequence[int]) -> None:
+        self.folder, self.order = folder, list(order)
+        self.targets = [folder.targets[i] for i in self.order]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, index: int):
+        return self.folder[self.order[index]]
+
+
+def imagenetc_listed(data_dir: str, corruption: str, severity: int) -> ListedFolder:
+    """The full folder in mariodoebler's 50,000-image list order; every image must be there."""
+    folder = imagenetc_folder(data_dir, corruption, severity)
+    if len(folder) != PEER_ORDER_SIZE:
+        raise MissingResourceError(f"{folder.root} holds {len(folder)} images; mariodoebler's list needs all "
+                                   f"{PEER_ORDER_SIZE} of ImageNet-C's {corruption} severity {severity}")
+    return ListedFolder(folder, mariodoebler_order())

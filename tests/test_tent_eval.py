@@ -80,10 +80,10 @@ def test_continual_never_resets(tmp_path, mnist_data_dir, ckpt_dir):
     reset, _ = run(tmp_path, mnist_data_dir, ckpt_dir, *ONE_SEVERITY)
     conf.reset_cfg()
     continual, out = run(tmp_path, mnist_data_dir, ckpt_dir, *ONE_SEVERITY, "MODEL.CONTINUAL", "True",
-                         "MODEL.COPY_STATE", "False", out_name="continual")
+                         "MODEL.COPY_STATE", "False", "PROTOCOL.PEER", "cotta", out_name="continual")
     log = (out / cfg.LOG_DEST).read_text()
     assert "resetting model" not in log and "never reset" in log
-    # the first corruption sees the same fresh model either way
+    # the first corruption sees the same fresh model and (CoTTA's loop: file order) the same samples
     assert continual["tent"][5]["gaussian_noise"] == reset["tent"][5]["gaussian_noise"]
 
 

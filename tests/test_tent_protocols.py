@@ -8,9 +8,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tent import cifar10c, conf, distributed, protocols, report
+from tent import cifar10c, conf, distributed, norm, protocols, report
+from tent import tent as tent_lib
 from tent.conf import cfg
 from tent.window import SlidingWindow
+import peer_loops
 from test_tent_helpers import TINY_MNIST_CFG, fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("fresh_cfg")
@@ -36,25 +38,98 @@ def run(tmp_path: Path, data_dir: str, ckpt_dir: str, *overrides: str, out_name:
     return results, out, stream
 
 
-# ------------------------------- stream plans ---------------------------------------------- #
+# ------------------------------- stream plans against the peers' loops ---------------------- #
 
-def test_reset_each_shift_plan_is_the_reference_loop():
-    pieces = protocols.plan("reset_each_shift", ["a", "b"], [5, 3])
-    assert [(p.name, p.severity, p.reset) for p in pieces] == [("a", 5, True), ("b", 5, True),
-                                                               ("a", 3, True), ("b", 3, True)]
-    assert not any(p.reset for p in protocols.plan("continual", ["a", "b"], [5, 3]))
-    for setting in ("reset_each_shift_correlated", "offline"):
-        assert protocols.plan(setting, ["a", "b"], [5, 3]) == pieces
-    assert protocols.plan("correlated", ["a", "b"], [5, 3]) == protocols.plan("continual", ["a", "b"], [5, 3])
+LABELS = {c: [(7 * i + k) % 3 for i in range(90)] for k, c in enumerate("abc")}  # 90 samples, 3 classes
 
 
-def test_gradual_visits_cotta_severity_sequence_without_resets():
-    pieces = protocols.plan("gradual", ["a", "b", "c"], [5])
-    assert [(p.name, p.severity) for p in pieces] == (
-        [("a", s) for s in (5, 4, 3, 2, 1)] + [("b", s) for s in (1, 2, 3, 4, 5, 4, 3, 2, 1)]
-        + [("c", s) for s in (1, 2, 3, 4, 5, 4, 3, 2, 1)])
-    assert not any(p.reset for p in pieces)
-    assert protocols.plan("gradual_correlated", ["a", "b"], [5]) == protocols.plan("gradual", ["a", "b"], [5])
+def project_stream(setting, types, severities, peer="auto", num_ex=-1, seed=1, delta=0.0):
+    """The project's plan and piece order, as peer_loops events (tent / CoTTA: load gives the first num_ex)."""
+    events = []
+    peer = protocols.peer_of(setting, peer)
+    n = 90 if peer == "mariodoebler" or num_ex == -1 else num_ex
+    parts = {c: (torch.zeros(n, 1, 1, 1), torch.tensor(LABELS[c][:n])) for c in types}
+    for piece in protocols.plan(setting, types, severities, peer):
+        if piece.reset:
+            events.append(("reset",))
+        data = protocols.piece_data(piece, setting, lambda c, s: parts[c], delta, seed, peer, num_ex)
+        ids = [(piece.corruptions[d], int(i) - n * d) for d, i in zip(data.domains.tolist(), data.order.tolist())]
+        events.append(("piece", piece.corruptions, piece.severity, ids))
+    return events
+
+
+def no_start_reset(events):
+    """Events without a reset at the very start (a no-op on the fresh source model)."""
+    return events[1:] if events and events[0] == ("reset",) else events
+
+
+MARIODOEBLER_SETTINGS = ["reset_each_shift", "continual", "gradual", "mixed_domains", "correlated",
+                         "mixed_domains_correlated", "gradual_correlated", "reset_each_shift_correlated"]
+
+
+@pytest.mark.parametrize("setting", MARIODOEBLER_SETTINGS)
+@pytest.mark.parametrize("severities", [[5], [5, 3]])
+@pytest.mark.parametrize("num_ex, delta", [(-1, 0.0), (25, 0.0), (-1, 0.5), (70, 1e-3)])
+def test_mariodoebler_peer_equals_its_loop_and_loader(setting, severities, num_ex, delta):
+    peer = list(peer_loops.mariodoebler_stream(setting, ["a", "b", "c"], severities, LABELS, num_ex, 3, delta))
+    mine = project_stream(setting, ["a", "b", "c"], severities, "mariodoebler", num_ex, 3, delta)
+    assert no_start_reset(mine) == no_start_reset(peer)
+
+
+@pytest.mark.parametrize("setting", [s for s in MARIODOEBLER_SETTINGS if protocols.peer_of(s) == "mariodoebler"])
+def test_settings_named_after_mariodoebler_follow_it_by_default(setting):
+    peer = list(peer_loops.mariodoebler_stream(setting, ["a", "b"], [4, 2], LABELS, 70, 1, 0.1))
+    assert no_start_reset(project_stream(setting, ["a", "b"], [4, 2], num_ex=70, delta=0.1)) == no_start_reset(peer)
+
+
+def test_mariodoebler_gradual_runs_1_to_5_to_1_on_every_corruption():
+    pieces = protocols.plan("gradual_correlated", [f"c{i}" for i in range(15)], [5])
+    assert len(pieces) == 135 and [p.severity for p in pieces[:9]] == list(protocols.GRADUAL_NEXT)
+    assert len(protocols.plan("gradual", [f"c{i}" for i in range(15)], [5])) == 131  # CoTTA's
+
+
+@pytest.mark.parametrize("severities", [[5], [5, 4, 3]])
+def test_reset_each_shift_default_is_tents_loop(severities):
+    peer = list(peer_loops.tent_stream(["a", "b", "c"], severities, 30))
+    assert project_stream("reset_each_shift", ["a", "b", "c"], severities, num_ex=30) == peer
+    assert project_stream("offline", ["a", "b", "c"], severities, num_ex=30) == peer
+
+
+@pytest.mark.parametrize("severities", [[5], [5, 4, 3]])
+def test_cotta_peer_equals_cottas_continual_loop(severities):
+    peer = list(peer_loops.cotta_stream(["a", "b", "c"], severities, 30))
+    mine = project_stream("continual", ["a", "b", "c"], severities, "cotta", num_ex=30)
+    assert no_start_reset(mine) == no_start_reset(peer)
+    assert sum(e == ("reset",) for e in mine) == len(severities) - 1  # one per later severity's pass
+
+
+def test_gradual_default_is_cottas_gradual_loop():
+    peer = list(peer_loops.cotta_gradual_stream(["a", "b", "c"], 30))
+    assert no_start_reset(project_stream("gradual", ["a", "b", "c"], [5], num_ex=30)) == no_start_reset(peer)
+    assert [p.severity for p in protocols.plan("gradual", ["a", "b"], [5])] == [5, 4, 3, 2, 1, 1, 2, 3, 4, 5, 4, 3, 2, 1]
+
+
+def test_peers_without_a_loop_for_the_setting_are_refused():
+    for setting, peer in [("mixed_domains", "cotta"), ("continual", "tent"), ("offline", "mariodoebler"),
+                          ("reset_each_shift", "cotta")]:
+        assert not protocols.peer_allows(setting, peer)
+        with pytest.raises(ValueError, match="PROTOCOL.PEER"):
+            protocols.plan(setting, ["a"], [5], peer)
+        conf.reset_cfg()
+        conf.merge_from_list(["SETTING", setting, "PROTOCOL.PEER", peer])
+        with pytest.raises(conf.ConfigError, match="PROTOCOL.PEER"):
+            conf.assert_and_infer_cfg()
+
+
+def test_mariodoebler_seed_reshuffles_and_subsamples_every_setting():
+    for setting in ("continual", "reset_each_shift_correlated", "mixed_domains"):
+        one = project_stream(setting, ["a", "b"], [5], num_ex=30, seed=1)
+        two = project_stream(setting, ["a", "b"], [5], num_ex=30, seed=2)
+        pieces = [e for e in one if e[0] == "piece"]
+        assert one != two and all(len(e[3]) == 30 for e in pieces)  # mixed: NUM_EX in total
+        assert all(e[3] != sorted(e[3]) for e in pieces)
+    ref = project_stream("reset_each_shift", ["a"], [5], num_ex=30, seed=1)
+    assert ref == project_stream("reset_each_shift", ["a"], [5], num_ex=30, seed=2)  # tent: file order
 
 
 def test_mixed_domains_sees_every_sample_exactly_once_in_a_shuffled_order():
@@ -64,14 +139,14 @@ def test_mixed_domains_sees_every_sample_exactly_once_in_a_shuffled_order():
     # sample i of corruption k carries the value 100 k + i, so the stream shows where it came from
     parts = {c: (torch.arange(30).float().view(30, 1, 1, 1) + 100 * k, torch.arange(30) % 10)
              for k, c in enumerate("abc")}
-    data = protocols.piece_data(pieces[0], "mixed_domains", lambda c, s: parts[c], 0.0, seed=1)
+    data = protocols.piece_data(pieces[0], "mixed_domains", lambda c, s: parts[c], 0.0, 1, "mariodoebler")
     seen = torch.cat([x.flatten() for x, _ in data.batches(7)])
     assert sorted(seen.tolist()) == sorted(float(100 * k + i) for k in range(3) for i in range(30))
     assert torch.equal(data.domains, (seen // 100).long())  # each sample keeps its corruption
     assert torch.equal(torch.cat([y for _, y in data.batches(7)]), (seen % 100).long() % 10)
     runs = (data.domains[1:] != data.domains[:-1]).sum().item()
     assert runs > 30  # consecutive samples usually come from different corruptions
-    again = protocols.piece_data(pieces[0], "mixed_domains", lambda c, s: parts[c], 0.0, seed=1)
+    again = protocols.piece_data(pieces[0], "mixed_domains", lambda c, s: parts[c], 0.0, 1, "mariodoebler")
     assert torch.equal(again.x, data.x)  # a fixed seed: every method sees the same stream
 
 
@@ -89,6 +164,20 @@ def test_dirichlet_order_tiny_delta_gives_long_single_class_runs():
     large = mean_run_length(labels[protocols.dirichlet_order(labels, 100.0, seed=1)])
     assert tiny > 50 and large < 15 and mean_run_length(labels) < 2
     assert np.array_equal(labels[protocols.dirichlet_order(labels, 0.0, seed=1)], np.sort(labels))
+
+
+def test_dirichlet_order_equals_mariodoeblers_sampler_even_at_tiny_delta():
+    labels = np.random.RandomState(0).permutation(np.repeat(np.arange(10), 100))
+    samples = [("a", i, int(y)) for i, y in enumerate(labels)]
+    state = np.random.get_state()
+    try:
+        for delta, seeds in ((1e-3, range(1, 21)), (0.1, range(1, 4)), (1.0, range(1, 4))):
+            for seed in seeds:
+                np.random.seed(seed)  # as its loader: the global generator, seeded RNG_SEED
+                peer = [s[1] for s in peer_loops.sort_by_dirichlet(delta, samples)]
+                assert protocols.dirichlet_order(labels, delta, seed).tolist() == peer, (delta, seed)
+    finally:
+        np.random.set_state(state)
 
 
 def test_corruption_order_seed_shuffles_reproducibly():
@@ -134,8 +223,68 @@ def test_sliding_window_adapts_once_per_window_on_the_whole_window():
     assert inner.seen == [4, 4]  # adapted after samples 4 and 8, each time on 4 samples
     # sample 3's prediction came from a forward of the first 3 samples (no update)
     assert torch.allclose(outputs[2], inner.model(xs[:3, 0])[2:3], atol=1e-6)
-    window.reset()
-    assert inner.seen[-1] == "reset" and window.buffer is None
+    window.reset()  # as mariodoebler: the method is reset, the window and its position stay
+    assert inner.seen[-1] == "reset" and window.buffer.shape[0] == 4 and window.pointer == 2
+    [window(x) for x in xs[:2]]
+    assert inner.seen[-1] == 4  # the 12th sample completes the window: an update right away
+
+
+def test_sliding_window_runs_a_batchnorm1d_model_from_the_first_sample():
+    network = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
+    method = norm.Norm(network, norm_layers=(nn.BatchNorm1d,))
+    source = deepcopy(network).eval()
+    window = SlidingWindow(method, 3)
+    xs = torch.randn(7, 1, 4)
+    with torch.no_grad():
+        outputs = [window(x) for x in xs]  # a train-mode BatchNorm1d fails on one sample
+        assert len(outputs) == 7 and network[2].training  # train mode again once the window holds two
+        window.reset()
+        window(torch.randn(1, 4))  # after a reset the window still holds 3 samples
+        assert torch.allclose(outputs[0], source(xs[0]), atol=1e-6)  # sample 1: the source statistics
+
+
+class RecordingTent(tent_lib.Tent):
+    """A Tent that records its updates (one per step) and its resets."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.events, self.batch = [], 0
+
+    def forward(self, x):
+        self.events += [("update", self.batch)] * self.steps
+        return super().forward(x)
+
+    def reset(self):
+        self.events.append(("reset", self.batch))
+        super().reset()
+
+
+def recording_tent(steps: int) -> RecordingTent:
+    """A tiny convolutional tent (batch norm 2d) that records what it does."""
+    network = nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    layers = (nn.BatchNorm2d,)
+    network = tent_lib.configure_model(network, layers)
+    return RecordingTent(network, torch.optim.SGD(tent_lib.collect_params(network, layers)[0], lr=0.1), steps=steps)
+
+
+@pytest.mark.parametrize("steps, every, window, sizes, shifts", [
+    (2, 3, 1, [4] * 7, (3, 5)),  # a reset between the two steps of a batch; the count outlives shift resets
+    (1, 2, 3, [1] * 14, (5, 9)),  # the window and its position outlive shift resets
+    (3, 4, 2, [1] * 9, (4,)),
+    (1, 5, 1, [4] * 6, ()),
+])
+def test_periodic_reset_counts_updates_as_mariodoebler(monkeypatch, steps, every, window, sizes, shifts):
+    monkeypatch.setattr(cfg.MODEL, "RESET_AFTER_NUM_UPDATES", every)
+    monkeypatch.setattr(cfg.TEST, "WINDOW_LENGTH", window)
+    method = recording_tent(steps)
+    model = cifar10c.wrap_single_sample(cifar10c.wrap_periodic_reset(method, "tent"), "tent")
+    with torch.no_grad():
+        for b, size in enumerate(sizes):
+            method.batch = b
+            if b in shifts:
+                cifar10c.reset_model(model)
+            cifar10c.forward(model, torch.randn(size, 1, 2, 2), adapt=True)
+    assert method.events == peer_loops.mariodoebler_updates(sizes, steps, every, window, shifts)
 
 
 # ------------------------------- end to end on tiny MNIST-C -------------------------------- #
@@ -180,21 +329,23 @@ def test_gradual_stream_and_pooled_numbers(tmp_path, mnist_data_dir, ckpt_dir):
     assert stream["stream_mean_error_percent"]["tent"] == pytest.approx(100 * mean)
 
 
-def test_mixed_domains_reports_per_corruption_and_counts_every_sample(tmp_path, mnist_data_dir, ckpt_dir):
-    results, out, stream = run(tmp_path, mnist_data_dir, ckpt_dir, "SETTING", "mixed_domains")
+def test_mixed_domains_streams_num_ex_samples_in_all_as_mariodoebler(tmp_path, mnist_data_dir, ckpt_dir):
+    results, out, stream = run(tmp_path, mnist_data_dir, ckpt_dir, "SETTING", "mixed_domains",
+                               "MODEL.ADAPTATIONS", "[source]")
     (piece,) = stream["pieces"]["source"]
-    assert piece["name"] == "mixed" and piece["total"] == [40, 40] and len(piece["batch_errors"]) == 4
-    # the source model does not adapt: its per-corruption errors equal the reference protocol's
+    # NUM_EX 40 drawn from both corruptions' 4,500 test digits together, as mariodoebler's loader
+    expected = protocols.mariodoebler_order(2 * 4500, cfg.RNG_SEED, 40) // 4500
+    assert piece["name"] == "mixed" and piece["total"] == np.bincount(expected, minlength=2).tolist()
+    assert len(piece["batch_errors"]) == 2 and sum(piece["total"]) == 40
     assert "in the mixed stream" in (out / cfg.LOG_DEST).read_text()
-    reset, _, _ = run(tmp_path, mnist_data_dir, ckpt_dir, "MODEL.ADAPTATIONS", "[source]", out_name="r")
-    assert results["source"] == reset["source"]
 
 
 def test_correlated_orders_each_piece_by_class(tmp_path, mnist_data_dir, ckpt_dir):
     results, _, stream = run(tmp_path, mnist_data_dir, ckpt_dir, "SETTING", "correlated",
                              "MODEL.ADAPTATIONS", "[source, tent]")
-    plain, _, _ = run(tmp_path, mnist_data_dir, ckpt_dir, "MODEL.ADAPTATIONS", "[source, tent]", out_name="p")
-    assert results["source"] == plain["source"]  # same samples, another order
+    plain, _, _ = run(tmp_path, mnist_data_dir, ckpt_dir, "SETTING", "continual", "MODEL.ADAPTATIONS",
+                      "[source, tent]", out_name="p")
+    assert results["source"] == plain["source"]  # the same random subset, another order
     assert results["tent"] != plain["tent"]  # single-class batches change what tent learns
 
 
@@ -283,6 +434,17 @@ def test_sequential_setting_refuses_several_processes(monkeypatch):
     with pytest.raises(conf.ConfigError, match="one process"):
         cifar10c.check_processes("continual")
     cifar10c.check_processes("reset_each_shift")
+    # mariodoebler's update counter and window outlive resets; its reset_each_shift_correlated resets per corruption
+    for opts in (["MODEL.RESET_AFTER_NUM_UPDATES", "3"], ["TEST.BATCH_SIZE", "1", "TEST.WINDOW_LENGTH", "4"],
+                 ["SETTING", "reset_each_shift_correlated", "CORRUPTION.SEVERITY", "[5, 4]"]):
+        conf.reset_cfg()
+        conf.merge_from_list(opts)
+        with pytest.raises(conf.ConfigError, match="one process"):
+            cifar10c.check_processes(conf.effective_setting(cfg))
+    conf.reset_cfg()
+    conf.merge_from_list(["SETTING", "reset_each_shift_correlated", "PROTOCOL.PEER", "tent",
+                          "CORRUPTION.SEVERITY", "[5, 4]"])
+    cifar10c.check_processes("reset_each_shift_correlated")  # tent's loop resets before every piece
 
 
 @pytest.mark.parametrize("opts, key", [
@@ -314,3 +476,59 @@ def test_published_anchor_configs_are_valid():
         conf.merge_from_file(str(path))
         conf.assert_and_infer_cfg()
         assert cfg.SETTING in ("continual", "gradual") and cfg.MODEL.ADAPTATIONS == ["source", "norm", "tent"]
+
+
+def test_runs_with_other_rng_seeds_average_to_mean_and_std(tmp_path, mnist_data_dir, ckpt_dir, capsys):
+    from tent import average
+
+    paths, means = [], []
+    for seed in (1, 2):
+        _, out, stream = run(tmp_path, mnist_data_dir, ckpt_dir, "SETTING", "continual", "RNG_SEED", str(seed),
+                             "MODEL.ADAPTATIONS", "[source]", out_name=f"rng{seed}")
+        paths.append(str(out / f"{Path(cfg.LOG_DEST).stem}_stream.json"))
+        means.append(stream["stream_mean_error_percent"]["source"])
+    assert average.main(paths) == 0
+    printed = capsys.readouterr().out
+    assert f"source: {np.mean(means):.2f} ± {np.std(means, ddof=1):.2f} %" in printed and "| source |" in printed
+    assert average.main([str(tmp_path / "missing_stream.json")]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # two passes over the 4,500 clean test digits for each method
+def test_forgetting_protocol_evaluates_the_clean_test_set_between_corruptions(tmp_path, mnist_data_dir, ckpt_dir):
+    results, out, stream = run(tmp_path, mnist_data_dir, ckpt_dir, "SETTING", "continual", "CORRUPTION.TYPE",
+                               "[gaussian_noise, none, contrast, none]", "MODEL.ADAPTATIONS", "[source, norm]")
+    pieces = stream["pieces"]["norm"]
+    assert [p["name"] for p in pieces] == ["gaussian_noise", "none", "contrast", "none"]
+    # mariodoebler's loader leaves a torchvision test set whole and in file order; the others get NUM_EX 40
+    assert [sum(p["total"]) for p in pieces] == [40, 4500, 40, 4500]
+    x, y = cifar10c.load_clean(4500)
+    source = cifar10c.load_base_model(torch.device("cpu")).eval()
+    assert results["source"][5]["none"] == pytest.approx(1 - cifar10c.accuracy(source, x, y, 500, torch.device("cpu")))
+
+
+def test_mariodoeblers_imagenet_list_is_shipped_as_an_order_of_the_full_folder(tmp_path):
+    from PIL import Image
+
+    from tent import imagenetc
+    from tent.data import MissingResourceError
+
+    order = imagenetc.mariodoebler_order()
+    assert len(order) == 50000 and np.array_equal(np.sort(order), np.arange(50000))
+    root = tmp_path / "ImageNet-C" / "fog" / "5"
+    for k, wnid in enumerate(["n01440764", "n01443537"]):
+        (root / wnid).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((224, 224, 3), 40 * k + i, np.uint8)).save(root / wnid / f"im{i}.JPEG")
+    folder = imagenetc.imagenetc_folder(str(tmp_path), "fog", 5)
+    listed = imagenetc.ListedFolder(folder, [3, 0, 2, 1])
+    assert listed.targets == [1, 0, 1, 0] and len(listed) == 4
+    assert (listed[0][0][0, 0, 0] * 255).round().item() == 41 and listed[0][1] == 1
+    with pytest.raises(MissingResourceError, match="50000"):
+        imagenetc.imagenetc_listed(str(tmp_path), "fog", 5)  # the list needs every image
+    conf.merge_from_list(["CORRUPTION.DATASET", "imagenet", "MODEL.ARCH", "Standard_R50", "SETTING", "continual",
+                          "CORRUPTION.NUM_EX", "20000"])
+    conf.assert_and_infer_cfg()  # mariodoebler draws from all 50,000
+    conf.merge_from_list(["PROTOCOL.PEER", "cotta"])
+    with pytest.raises(conf.ConfigError, match="NUM_EX"):
+        conf.assert_and_infer_cfg()  # CoTTA reads robustbench's 5,000
