@@ -180,7 +180,7 @@ def resume(model: CustomModel, datasets, opt: argparse.Namespace, inputs: dict, 
     checkpoint = load_checkpoint(path, what="current checkpoint",
                                  hint="delete it or pass --restart to start over")
     state = checkpoint.get("resume") if isinstance(checkpoint, dict) else None
-    if state is None or "rng" not in state:
+    if not isinstance(state, dict) or "rng" not in state:
         raise OptionError(f"{path} holds no resume state of this version (written by the reference code or an "
                           "older version?): move it away or pass --restart to start over")
     manifest.check_training_inputs(state.get("inputs"), inputs, opt.logdir)
