@@ -77,11 +77,11 @@ def numpy_safe_globals() -> List[Any]:
     return allowed
 
 
-def _refusal(err: Exception) -> Optional[str]:
+def _refusal(err: Exception, path: str) -> Optional[str]:
     """What weights_only refused in the file (None: the file is corrupt, not refused); the test is
     the exception type torch raises for every weights-only refusal (tent.safe_load), not its wording."""
     from tent.safe_load import weights_only_refusal  # here: only a failed load pays for importing tent
-    return weights_only_refusal(err)
+    return weights_only_refusal(err, path)
 
 
 def load_checkpoint(path: str, what: str = "checkpoint", hint: Optional[str] = None,
@@ -97,7 +97,7 @@ def load_checkpoint(path: str, what: str = "checkpoint", hint: Optional[str] = N
         with torch.serialization.safe_globals(numpy_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - every failure becomes one line
-        refused = _refusal(err)
+        refused = _refusal(err, path)
         if refused is None:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise CheckpointError(f"{what} {path} is corrupt or not a torch file: {reason}") from None

@@ -27,6 +27,9 @@ from .errors import CorruptFileError, TentError, UnsafeCheckpointError
 TRUST_KEY = "MODEL.TRUST_CHECKPOINT"
 FORCE_SAFE, FORCE_UNSAFE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 
+# a torch file is a zip (torch.save) or a pickle of protocol 2+ (legacy torch.save, a raw pickle)
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+
 PathLike = Union[str, Path]
 
 
@@ -65,7 +68,7 @@ def checkpoint_errors(path: PathLike, trust: bool) -> Iterator[None]:
             raise  # PermissionError & co name their file: the entry point reports them in one line
         raise CorruptFileError(_corrupt_message(path, e)) from None  # torch's reader on a cut zip
     except pickle.UnpicklingError as e:
-        what = None if trust else weights_only_refusal(e)
+        what = None if trust else weights_only_refusal(e, path)
         if what:
             raise UnsafeCheckpointError(_unsafe_message(path, what)) from None
         raise CorruptFileError(_corrupt_message(path, e)) from None
@@ -73,16 +76,23 @@ def checkpoint_errors(path: PathLike, trust: bool) -> Iterator[None]:
         raise CorruptFileError(_corrupt_message(path, e)) from None
 
 
-def weights_only_refusal(error: BaseException) -> Optional[str]:
-    """What a weights-only torch.load refused in a file (None: `error` is no such refusal).
+def weights_only_refusal(error: BaseException, path: PathLike) -> Optional[str]:
+    """What a weights-only torch.load refused in `path` (None: `error` is no such refusal).
 
     torch raises pickle.UnpicklingError for every refusal of its weights-only unpickler -- a global
     outside its allow-list, one from a module it blocks (os, posix, sys...), an opcode it does not
-    run -- and other types for damaged files (RuntimeError: a cut zip; EOFError; KeyError: not a
-    pickle). The type is the test; torch's wording (which changes between releases and recommends
-    weights_only=False) only supplies the global's name when it has one.
+    run -- and other types for damaged zips (RuntimeError, EOFError). A file that is no pickle at
+    all (an HTML error page) also ends in UnpicklingError, so the file must start as torch files
+    do: a zip or a pickle. The type and the bytes are the test; torch's wording (which changes
+    between releases and recommends weights_only=False) only supplies the global's name.
     """
     if not isinstance(error, pickle.UnpicklingError):
+        return None
+    try:
+        with open(path, "rb") as f:
+            if not f.read(4).startswith(TORCH_FILE_STARTS):
+                return None
+    except OSError:
         return None
     named = re.search(r"GLOBAL ([\w.]+)", str(error))
     return f"it names {named.group(1)}" if named else "it is a pickle beyond tensors and containers"

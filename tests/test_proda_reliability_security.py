@@ -238,12 +238,15 @@ def test_tent_loader_reports_blocked_modules_as_unsafe(tmp_path):
     assert not marker.exists() and "weights_only" not in str(err.value)
 
 
-def test_corrupt_files_are_still_reported_as_corrupt(tree, tmp_path):
+@pytest.mark.parametrize("kind", ["cut_zip", "html_page"])
+def test_corrupt_files_are_still_reported_as_corrupt(tree, tmp_path, kind):
+    """A damaged zip (RuntimeError) and a file that is no pickle at all (torch raises the same
+    UnpicklingError as for a refusal) are corrupt, not 'needs --trust_checkpoint'."""
     _, good, _ = tree
-    cut = tmp_path / "cut.pkl"
-    cut.write_bytes(open(good, "rb").read()[:300])
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(open(good, "rb").read()[:300] if kind == "cut_zip" else b"<!DOCTYPE html><html>quota</html>")
     with pytest.raises(CheckpointError, match="corrupt") as err:
-        load_checkpoint(str(cut))
+        load_checkpoint(str(bad))
     assert "--trust_checkpoint" not in str(err.value)
 
 
