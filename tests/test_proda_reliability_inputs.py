@@ -152,6 +152,16 @@ ROWS = {
     "unknown_flag": flag("--no_such_flag", names="--no_such_flag"),
     "test_bs0": flag("--bs", "0", entry="test"), "gen_device": flag("--device", "nonsense", entry="gen"),
     "proto_lr": flag("--lr", "-5", entry="proto"),
+    # issue 17: values legal to parse and fatal to a run
+    "lr_inf": flag("--lr", "inf"), "lr_-inf": flag("--lr", "-inf"), "proto_temperature_inf": flag("--proto_temperature", "inf"),
+    "test_tta_lr_inf": flag("--tta", "tent", "--tta_lr", "inf", entry="test", names="--tta_lr"),
+    "test_tta_lr-1": flag("--tta", "tent", "--tta_lr", "-1", entry="test", names="--tta_lr"),
+    "test_tta_lr_nan": flag("--tta", "tent", "--tta_lr", "nan", entry="test", names="--tta_lr"),
+    "test_tta_steps0": flag("--tta", "tent", "--tta_steps", "0", entry="test", names="--tta_steps"),
+    "test_tta_steps-1": flag("--tta", "tent", "--tta_steps", "-1", entry="test", names="--tta_steps"),
+    "seed_2**32": flag("--seed", "4294967296"), "gen_seed_2**32": flag("--seed", "4294967296", entry="gen"),
+    "bn_clr_without_simclr": flag("--bn_clr", "--student_init", "imagenet"),
+    "test_bn_clr_without_simclr": flag("--bn_clr", "--student_init", "stage1", entry="test", names="--bn_clr"),
     # config files: exit 2 naming the file or the key
     "cfg_name_error": cfg_row("lr = undefined_name\n", "NameError"),
     "cfg_import_error": cfg_row("import no_such_module_xyz\n", "No module named"),
@@ -164,6 +174,9 @@ ROWS = {
     "cfg_bad_value": cfg_row("lr = -1.0\n", "--lr"),
     "cfg_exit": cfg_row("raise SystemExit(3)\n", "SystemExit"),
     "cfg_missing_base": cfg_row('_base_ = "absent.py"\n', "absent.py"),
+    "cfg_lr_inf": cfg_row("lr = float('inf')\n", "--lr"),
+    "cfg_lambda": cfg_row("lr = lambda: 0.1\n", "'lr'"),
+    "cfg_keyboard_interrupt": cfg_row("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
     "cfg_missing": ("train", lambda root: (common(root) + ["--config", str(root / "absent.py")], "absent.py"), 2),
     # outputs that cannot be written: exit 2 before any work
     "logdir_under_file": ("train", lambda root: (common(root) + ["--logdir", str(root / "a_file" / "logs")],
@@ -191,6 +204,10 @@ ROWS = {
                                                  "absent.pkl"), 1),
     "truncated_current": ("train", corrupt_current, 1),
     "prototypes_wrong_shape": ("train", wrong_prototypes, 2),
+    # issue 17: a schedule the run outlives, a loss gone NaN
+    "max_iters_past_train_iters": flag("--max_iters", "6", "--train_iters", "2", names="--train_iters 2"),
+    "diverging_lr": ("train", lambda root: (common(root) + ["--lr", "1e30", "--max_iters", "4", "--val_interval", "1",
+                                                            "--logdir", str(root / "logs_diverge")], "diverged"), 2),
 }
 
 
@@ -220,3 +237,42 @@ def test_bad_input_ends_in_one_line(world, capsys, row):
     assert "error" in message and names in message, err[-2000:]
     after = snapshot(world)
     assert {p: v for p, v in after.items() if p in before} == before
+
+
+def run_train(argv, capsys):
+    """train.main(argv): (exit status, last stderr line); 0 when it returns."""
+    try:
+        train.main(argv)
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    return code, (err.strip().splitlines() or [""])[-1]
+
+
+def test_divergence_stops_before_a_checkpoint_and_keeps_the_last_good_one(world, capsys):
+    """lr 1e6: one step leaves finite weights (gradients here are far below 1e30), so iteration 1 is
+    checkpointed; a later loss or weight turns NaN or inf within 8 iterations: one line, exit 2, and the
+    current checkpoint on disk is a finite one of an earlier iteration."""
+    logdir = world / "logs_diverge_keep"
+    code, line = run_train(common(world) + ["--lr", "1e6", "--max_iters", "8", "--val_interval", "1",
+                                            "--logdir", str(logdir)], capsys)
+    assert code == 2 and "diverged" in line and str(logdir) in line, line
+    diverged_at = int(line.split("diverged at iteration ")[1].split()[0])
+    current = torch.load(logdir / CKPT.format("current"), weights_only=False)
+    assert current["iter"] <= diverged_at  # 'iter' is the next iteration: the diverged one was never saved
+    assert all(torch.isfinite(v).all() for v in current["ResNet101"]["model_state"].values() if v.is_floating_point())
+
+
+def test_continuing_a_finished_run_past_its_schedule_is_refused_with_the_command(world, capsys):
+    """A run ended at --train_iters 2: --max_iters 4 would train at learning rate 0, refused with the command
+    that trains 4 iterations of one schedule; that command works."""
+    base = common(world)[:-2] + ["--logdir", str(world / "logs_continue")]
+    assert run_train(base + ["--max_iters", "2", "--train_iters", "2"], capsys)[0] == 0
+    code, line = run_train(base + ["--max_iters", "4", "--train_iters", "2"], capsys)
+    assert code == 2 and "--train_iters 4 --max_iters 4 --restart" in line, line
+    code, line = run_train(base + ["--max_iters", "4", "--train_iters", "4"], capsys)
+    assert code == 2 and "train_iters" in line and "--restart" in line, line
+    assert run_train(base + ["--train_iters", "4", "--max_iters", "4", "--restart"], capsys)[0] == 0
+    assert torch.load(world / "logs_continue" / CKPT.format("current"), weights_only=False)["iter"] == 5

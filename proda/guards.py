@@ -1,0 +1,62 @@
+"""Checks a training run makes while it runs: a schedule it would outlive, a loss or weights gone
+non-finite. Each failure is one OptionError line (engine.run: exit 2) and stops the run before
+anything is written, so the checkpoints on disk stay the last good ones.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+from typing import Any, Dict, Iterable
+
+import torch
+
+from proda.files import OptionError
+
+
+class TrainingDiverged(OptionError):
+    """A loss or a weight became NaN or infinite: the run stops before writing a checkpoint."""
+
+
+def check_schedule(opt: argparse.Namespace, total: int) -> None:
+    """Refuse a run whose last iteration `total` lies past the poly schedule's end (--train_iters):
+    every iteration after it would train at learning rate 0 (the reference crashes there)."""
+    if total <= opt.train_iters:
+        return
+    raise OptionError(
+        f"this run would train {total} iterations (--max_iters / --epochs) but the poly learning-rate "
+        f"schedule (--train_iters {opt.train_iters}) reaches 0 at iteration {opt.train_iters}: to train "
+        f"{total} iterations, start over with one schedule for them: --train_iters {total} --max_iters {total} "
+        f"--restart; to go on from this run's final model, start a new run from it: --resume_path "
+        f"{shlex.quote(last_model(opt))} --logdir NEW_LOGDIR (docs/proda-reliability.md)")
+
+
+def last_model(opt: argparse.Namespace) -> str:
+    """The last checkpoint of the run in opt.logdir (engine.model_file's name, imported lazily)."""
+    from proda import engine  # engine imports the options and data: only a refusal needs it
+    return engine.model_file(opt, "last")
+
+
+def non_finite(losses: Dict[str, float]) -> Dict[str, float]:
+    """The losses that are NaN or infinite."""
+    return {k: v for k, v in losses.items() if not math.isfinite(v)}
+
+
+def all_finite(nets: Iterable[torch.nn.Module]) -> bool:
+    """Whether every parameter of `nets` is finite (one fused reduction per tensor, one sync)."""
+    flags = [p.detach().isfinite().all() for net in nets for p in net.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
+def check_step(model: Any, opt: argparse.Namespace, losses: Dict[str, float]) -> None:
+    """Stop the run when this iteration's losses (already floats on the CPU: free to test) are not
+    finite, or, on an iteration that validates and writes checkpoints, when a weight is not."""
+    bad = non_finite(losses)
+    if not bad and (model.iter + 1) % opt.val_interval == 0 and not all_finite(model.nets):
+        bad = {"weights": float("nan")}
+    if bad:
+        what = ", ".join(f"{k} = {v}" for k, v in bad.items())
+        raise TrainingDiverged(
+            f"training diverged at iteration {model.iter} ({what}); stopped before writing a checkpoint, so "
+            f"those in {opt.logdir} hold earlier, finite iterations only: lower --lr (now {opt.lr}) or check the pseudo labels, "
+            "then rerun with --restart")
