@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
 
 from proda import calc_prototype, generate_pseudo_label, test, train
 from proda.demo.synthetic import generate
@@ -93,6 +94,40 @@ def corrupt_soft_labels(root):
     args = common(root) + ["--stage", "stage1", "--used_save_pseudo", "--proto_rectify", "--ema",
                            "--path_soft", str(soft)]
     return args, str(soft)
+
+
+def target_images(root):
+    """The target training images of the shared data, in the loader's order."""
+    return sorted((root / "data" / "cityscapes" / "leftImg8bit" / "train").rglob("*.png"))
+
+
+def soft_labels(name, make):
+    """A row: a soft pseudo-label folder whose k-th file holds make(k) (stage-1 flags)."""
+    def row(root):
+        soft = root / name
+        soft.mkdir()
+        for k, img in enumerate(target_images(root)):
+            np.save(soft / img.name.replace(".png", ".npy"), make(k))
+        first = soft / target_images(root)[0].name.replace(".png", ".npy")
+        return common(root) + ["--stage", "stage1", "--used_save_pseudo", "--proto_rectify", "--ema",
+                               "--path_soft", str(soft)], str(soft if name == "soft_mixed" else first)
+    return ("train", row, 1)
+
+
+def hard_labels(name, value):
+    """A row: hard pseudo labels of `value` everywhere with confidence 1, threshold 0.95 (stage-2 flags)."""
+    def row(root):
+        folder = root / name
+        folder.mkdir()
+        for img in target_images(root):
+            Image.fromarray(np.full((16, 32), value, np.uint8)).save(folder / img.name)
+            np.save(folder / img.name.replace(".png", "_conf.npy"), np.ones((16, 32), np.float16))
+        return common(root) + ["--used_save_pseudo", "--path_LP", str(folder), "--threshold", "0.95"], \
+            str(folder / target_images(root)[0].name)
+    return ("train", row, 1)
+
+
+PROBS = np.full((19, 2, 4), 1 / 19, np.float32)
 
 
 def bad_checkpoint(root, kind):
@@ -196,6 +231,14 @@ ROWS = {
     "missing_soft_folder": ("train", lambda root: (common(root) + [
         "--stage", "stage1", "--used_save_pseudo", "--proto_rectify", "--ema", "--path_soft",
         str(root / "absent_soft")], "absent_soft"), 1),
+    # issue 17: pseudo labels that lie, refused when the run starts, naming the file
+    "hard_label_100": hard_labels("lp_100", 100),
+    "soft_label_5x3x3": soft_labels("soft_5x3x3", lambda k: np.full((5, 3, 3), 0.2, np.float32)),
+    "soft_label_nan": soft_labels("soft_nan", lambda k: np.full_like(PROBS, np.nan)),
+    "soft_label_inf": soft_labels("soft_inf", lambda k: np.where(np.arange(8).reshape(1, 2, 4) == 3, np.inf, PROBS)),
+    "soft_label_negative": soft_labels("soft_neg", lambda k: PROBS - 1),
+    "soft_label_int": soft_labels("soft_int", lambda k: np.zeros((19, 2, 4), np.int64)),
+    "soft_label_shapes_differ": soft_labels("soft_mixed", lambda k: np.full((19, 2 + k, 4), 1 / 19, np.float32)),
     # checkpoints: exit 1 naming the file
     "truncated_checkpoint": ("train", lambda root: bad_checkpoint(root, "truncated"), 1),
     "tensor_checkpoint": ("train", lambda root: bad_checkpoint(root, "tensor"), 1),
@@ -276,3 +319,20 @@ def test_continuing_a_finished_run_past_its_schedule_is_refused_with_the_command
     assert code == 2 and "train_iters" in line and "--restart" in line, line
     assert run_train(base + ["--train_iters", "4", "--max_iters", "4", "--restart"], capsys)[0] == 0
     assert torch.load(world / "logs_continue" / CKPT.format("current"), weights_only=False)["iter"] == 5
+
+
+def test_a_bad_pseudo_label_outside_the_start_sample_is_refused_when_read(world, capsys, monkeypatch):
+    """Values are checked on a sample at the start and on every file when the loader reads it: with a
+    sample of one file, the NaN file read in the first epoch ends the run in one line naming it."""
+    from proda.data import pseudo_files
+    monkeypatch.setattr(pseudo_files, "START_SAMPLE", 1)
+    soft = world / "soft_late_nan"
+    soft.mkdir()
+    images = target_images(world)
+    for k, img in enumerate(images):
+        np.save(soft / img.name.replace(".png", ".npy"), np.full_like(PROBS, np.nan) if k == len(images) - 1 else PROBS)
+    bad = str(soft / images[-1].name.replace(".png", ".npy"))
+    code, line = run_train(common(world) + ["--stage", "src_only", "--used_save_pseudo", "--proto_rectify",
+                                            "--path_soft", str(soft), "--max_iters", str(len(images)),
+                                            "--logdir", str(world / "logs_late_nan")], capsys)
+    assert code == 1 and bad in line and "[0, 1]" in line, line
