@@ -336,3 +336,51 @@ def test_a_bad_pseudo_label_outside_the_start_sample_is_refused_when_read(world,
                                             "--path_soft", str(soft), "--max_iters", str(len(images)),
                                             "--logdir", str(world / "logs_late_nan")], capsys)
     assert code == 1 and bad in line and "[0, 1]" in line, line
+
+
+def run_entry(entry, argv, capsys):
+    """ENTRIES[entry].main(argv): (exit status, last stderr line); 0 when it returns."""
+    try:
+        ENTRIES[entry].main(argv)
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    return code, (err.strip().splitlines() or [""])[-1]
+
+
+@pytest.mark.parametrize("soft", [True, False], ids=["soft", "hard"])
+def test_rerun_of_an_interrupted_folder_relabels_damaged_files(world, capsys, soft):
+    """A cut .npy / .png left in the folder (a copy, a crash of an older version) is found by its header
+    and relabelled; the intact files are kept as they are; the folder is complete again."""
+    save = world / f"pseudo_rerun_{soft}"
+    argv = common(world) + ["--save_path", str(save), "--name", "lp"] + (["--soft"] if soft else [])
+    assert run_entry("gen", argv, capsys)[0] == 0
+    folder = save / "lp"
+    stems = [img.name[:-4] for img in target_images(world)]
+    main = ".npy" if soft else ".png"
+    damaged = [folder / (stems[0] + main)] + ([] if soft else [folder / (stems[0] + "_conf.npy")])
+    kept = folder / (stems[1] + main)
+    whole = {p: p.read_bytes() for p in damaged}
+    kept_stat = kept.stat().st_mtime_ns
+    for p in damaged:
+        truncate(p)
+    (folder / ".complete").unlink()  # interrupted
+    assert run_entry("gen", argv, capsys)[0] == 0
+    assert all(p.read_bytes() == whole[p] for p in damaged)  # relabelled by the same model: same bytes
+    assert (folder / ".complete").exists() and kept.stat().st_mtime_ns == kept_stat
+
+
+def test_failed_start_leaves_no_manifest_that_refuses_the_right_checkpoint(world, capsys):
+    """A run that failed on a corrupt --resume_path before its first label left .manifest.json; the rerun
+    with the right checkpoint was refused ('holds pseudo labels of other inputs') though no label existed."""
+    save = world / "pseudo_bad_start"
+    bad = world / "cut_for_gen.pkl"
+    shutil.copy(world / "warmup" / CKPT.format("best"), bad)
+    truncate(bad)
+    argv = common(world) + ["--save_path", str(save), "--name", "lp"]
+    code, line = run_entry("gen", argv[:-2] + ["--resume_path", str(bad), "--max_iters", "1"], capsys)
+    assert code == 1 and str(bad) in line
+    assert run_entry("gen", argv, capsys)[0] == 0
+    assert (save / "lp" / ".complete").exists()
