@@ -384,3 +384,12 @@ def test_failed_start_leaves_no_manifest_that_refuses_the_right_checkpoint(world
     assert code == 1 and str(bad) in line
     assert run_entry("gen", argv, capsys)[0] == 0
     assert (save / "lp" / ".complete").exists()
+
+
+@pytest.mark.parametrize("lr, steps", [(float("inf"), 1), (float("nan"), 1), (-1.0, 1), (1e-3, 0)])
+def test_build_tta_refuses_what_adapts_to_nonsense(lr, steps):
+    """The library call behind --tta tent: an infinite rate adapted every batch norm to NaN without an error."""
+    from proda.tta import build_tta
+    net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2))
+    with pytest.raises(ValueError, match="finite learning rate"):
+        build_tta(net, "tent", lr=lr, steps=steps)
