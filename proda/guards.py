@@ -1,4 +1,4 @@
-"""Checks a training run makes while it runs: a schedule it would outlive, a loss or weights gone
+"""Checks a training run makes while it runs: a schedule it would outlive, weights gone
 non-finite. Each failure is one OptionError line (engine.run: exit 2) and stops the run before
 anything is written, so the checkpoints on disk stay the last good ones.
 """
@@ -15,7 +15,7 @@ from proda.files import OptionError
 
 
 class TrainingDiverged(OptionError):
-    """A loss or a weight became NaN or infinite: the run stops before writing a checkpoint."""
+    """A weight became NaN or infinite: the run stops before writing a checkpoint."""
 
 
 def check_schedule(opt: argparse.Namespace, total: int) -> None:
@@ -49,14 +49,21 @@ def all_finite(nets: Iterable[torch.nn.Module]) -> bool:
 
 
 def check_step(model: Any, opt: argparse.Namespace, losses: Dict[str, float]) -> None:
-    """Stop the run when this iteration's losses (already floats on the CPU: free to test) are not
-    finite, or, on an iteration that validates and writes checkpoints, when a weight is not."""
-    bad = non_finite(losses)
-    if not bad and (model.iter + 1) % opt.val_interval == 0 and not all_finite(model.nets):
-        bad = {"weights": float("nan")}
-    if bad:
-        what = ", ".join(f"{k} = {v}" for k, v in bad.items())
-        raise TrainingDiverged(
-            f"training diverged at iteration {model.iter} ({what}); stopped before writing a checkpoint, so "
-            f"those in {opt.logdir} hold earlier, finite iterations only: lower --lr (now {opt.lr}) or check the pseudo labels, "
-            "then rerun with --restart")
+    """Stop the run when its weights are no longer finite after this iteration's step.
+
+    The weights are tested when a loss (already a float on the CPU: free to test) is NaN or
+    infinite, and on every iteration that validates and writes checkpoints. A non-finite loss
+    alone is no divergence: a batch whose pseudo labels are all ignored has a NaN cross-entropy
+    with zero gradient (the reference logs it as nan and trains on), and fp16 gradient scaling
+    skips the steps of infinite losses.
+    """
+    suspect = non_finite(losses)
+    if not suspect and (model.iter + 1) % opt.val_interval:
+        return
+    if all_finite(model.nets):
+        return
+    what = ", ".join(f"{k} = {v}" for k, v in suspect.items()) or "finite losses"
+    raise TrainingDiverged(
+        f"training diverged at iteration {model.iter} (weights NaN or infinite; {what}); stopped before writing "
+        f"a checkpoint, so those in {opt.logdir} hold earlier, finite iterations only: lower --lr (now {opt.lr}) "
+        "or check the pseudo labels, then rerun with --restart")

@@ -269,7 +269,7 @@ def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total:
                 train_mode(model, opt, logger)
                 model.optimizer_zerograd()
                 losses = model.stage_step(source, target)  # models/steps.py: STAGE_STEPS
-                guards.check_step(model, opt, losses)  # NaN / inf: stop before any checkpoint is written
+                guards.check_step(model, opt, losses)  # NaN / inf weights: stop before any checkpoint is written
                 time_meter.update(time.time() - start)
                 progress.update(1)
 

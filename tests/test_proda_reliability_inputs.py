@@ -393,3 +393,25 @@ def test_build_tta_refuses_what_adapts_to_nonsense(lr, steps):
     net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2))
     with pytest.raises(ValueError, match="finite learning rate"):
         build_tta(net, "tent", lr=lr, steps=steps)
+
+
+def test_a_nan_loss_with_finite_weights_trains_on_and_nan_weights_stop():
+    """An all-ignored pseudo-label batch has a NaN cross-entropy and zero gradient (the reference logs nan
+    and trains on): not a divergence. NaN weights are, on the next suspect or checkpointing iteration."""
+    from types import SimpleNamespace
+    from proda.guards import TrainingDiverged, check_step
+    from proda.models.losses import cross_entropy2d
+    logits = torch.randn(1, 19, 4, 4, requires_grad=True)
+    loss = cross_entropy2d(input=logits, target=torch.full((1, 4, 4), 250, dtype=torch.long))
+    loss.backward()
+    assert torch.isnan(loss) and torch.equal(logits.grad, torch.zeros_like(logits))
+    net = nn.Linear(2, 2)
+    model, opt = SimpleNamespace(iter=5, nets=[net]), SimpleNamespace(val_interval=1000, lr=1e-4, logdir="L")
+    check_step(model, opt, {"loss": loss.item()})  # finite weights: trains on
+    with torch.no_grad():
+        net.weight[0, 0] = float("nan")
+    check_step(model, opt, {"loss": 1.0})  # finite loss, not a checkpointing iteration: not tested
+    with pytest.raises(TrainingDiverged, match="diverged at iteration 5"):
+        check_step(model, opt, {"loss": float("inf")})
+    with pytest.raises(TrainingDiverged):
+        check_step(SimpleNamespace(iter=999, nets=[net]), opt, {"loss": 1.0})  # checkpointing iteration
