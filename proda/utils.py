@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import pickle
 from typing import Any, List, Optional
 
 import numpy as np
@@ -100,6 +101,8 @@ def load_checkpoint(path: str, what: str = "checkpoint", hint: Optional[str] = N
         refused = _refusal(err, path)
         if refused is None:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if isinstance(err, pickle.UnpicklingError):  # torch's text would advise weights_only=False
+                reason = "it starts neither as a zip nor as a pickle"
             raise CheckpointError(f"{what} {path} is corrupt or not a torch file: {reason}") from None
     if not _trust_checkpoints:
         raise CheckpointError(f"{what} {path} pickles objects that could run code when loaded ({refused}); "
