@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 from typing import Any, Dict, Iterable
 
 import torch
 
+from proda import engine
 from proda.files import OptionError
 
 
@@ -23,18 +25,15 @@ def check_schedule(opt: argparse.Namespace, total: int) -> None:
     every iteration after it would train at learning rate 0 (the reference crashes there)."""
     if total <= opt.train_iters:
         return
+    last = engine.model_file(opt, "last")
+    go_on = (f"; to go on from this finished run's final model, start a new run from it: --resume_path "
+             f"{shlex.quote(last)} --logdir NEW_LOGDIR" if os.path.isfile(last) else
+             f"; or stop at the schedule's end: --max_iters {opt.train_iters}")
     raise OptionError(
         f"this run would train {total} iterations (--max_iters / --epochs) but the poly learning-rate "
         f"schedule (--train_iters {opt.train_iters}) reaches 0 at iteration {opt.train_iters}: to train "
         f"{total} iterations, start over with one schedule for them: --train_iters {total} --max_iters {total} "
-        f"--restart; to go on from this run's final model, start a new run from it: --resume_path "
-        f"{shlex.quote(last_model(opt))} --logdir NEW_LOGDIR (docs/proda-reliability.md)")
-
-
-def last_model(opt: argparse.Namespace) -> str:
-    """The last checkpoint of the run in opt.logdir (engine.model_file's name, imported lazily)."""
-    from proda import engine  # engine imports the options and data: only a refusal needs it
-    return engine.model_file(opt, "last")
+        f"--restart{go_on} (docs/proda-reliability.md)")
 
 
 def non_finite(losses: Dict[str, float]) -> Dict[str, float]:

@@ -314,7 +314,7 @@ def test_continuing_a_finished_run_past_its_schedule_is_refused_with_the_command
     base = common(world)[:-2] + ["--logdir", str(world / "logs_continue")]
     assert run_train(base + ["--max_iters", "2", "--train_iters", "2"], capsys)[0] == 0
     code, line = run_train(base + ["--max_iters", "4", "--train_iters", "2"], capsys)
-    assert code == 2 and "--train_iters 4 --max_iters 4 --restart" in line, line
+    assert code == 2 and "--train_iters 4 --max_iters 4 --restart" in line and "_last_model.pkl" in line, line
     code, line = run_train(base + ["--max_iters", "4", "--train_iters", "4"], capsys)
     assert code == 2 and "train_iters" in line and "--restart" in line, line
     assert run_train(base + ["--train_iters", "4", "--max_iters", "4", "--restart"], capsys)[0] == 0
