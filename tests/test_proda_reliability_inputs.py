@@ -188,7 +188,8 @@ ROWS = {
     "test_bs0": flag("--bs", "0", entry="test"), "gen_device": flag("--device", "nonsense", entry="gen"),
     "proto_lr": flag("--lr", "-5", entry="proto"),
     # issue 17: values legal to parse and fatal to a run
-    "lr_inf": flag("--lr", "inf"), "lr_-inf": flag("--lr", "-inf"), "proto_temperature_inf": flag("--proto_temperature", "inf"),
+    "lr_inf": flag("--lr", "inf"), "lr_-inf": flag("--lr", "-inf"),
+    "proto_temperature_inf": flag("--proto_temperature", "inf"),
     "test_tta_lr_inf": flag("--tta", "tent", "--tta_lr", "inf", entry="test", names="--tta_lr"),
     "test_tta_lr-1": flag("--tta", "tent", "--tta_lr", "-1", entry="test", names="--tta_lr"),
     "test_tta_lr_nan": flag("--tta", "tent", "--tta_lr", "nan", entry="test", names="--tta_lr"),
