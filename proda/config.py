@@ -53,14 +53,14 @@ def _load(path: str, stack: List[str]) -> Dict[str, Any]:
         namespace = runpy.run_path(path)
     except SyntaxError as err:
         raise ConfigError(f"config file {_shown(path)} is not valid Python: {err}") from None
-    except (Exception, SystemExit) as err:  # noqa: BLE001 - NameError, ImportError, ... : one line, no traceback
+    except (Exception, SystemExit, KeyboardInterrupt) as err:  # noqa: BLE001 - NameError, ImportError, ...: one line
         raise ConfigError(f"config file {_shown(path)} failed to run: {type(err).__name__}: {err}") from None
 
     merged: Dict[str, Any] = {}
     for base in _as_list(namespace.get("_base_"), path):
         base_path = os.path.join(os.path.dirname(path), base)
         merged.update(_load(os.path.abspath(base_path), stack + [path]))
-    merged.update(_options(namespace))
+    merged.update(_options(namespace, path))
     return merged
 
 
@@ -74,8 +74,26 @@ def _as_list(value: Optional[Any], path: str) -> List[str]:
     return list(bases)
 
 
-def _options(namespace: Dict[str, Any]) -> Dict[str, Any]:
-    """The option assignments of an executed config file."""
-    hidden = (types.ModuleType, types.FunctionType, type)
-    return {k: v for k, v in namespace.items()
-            if not k.startswith("_") and not isinstance(v, hidden)}
+DATA = (bool, int, float, str, type(None))  # what an option value may be (and lists / tuples of it)
+
+
+def _is_data(value: Any) -> bool:
+    """A plain option value: a number, string, boolean, None, or a list / tuple of them."""
+    if isinstance(value, (list, tuple)):
+        return all(_is_data(v) for v in value)
+    return isinstance(value, DATA)
+
+
+def _options(namespace: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """The option assignments of an executed config file; a public name bound to anything but
+    plain data (a lambda, a class, an open file) is refused, not silently dropped. Imported
+    modules are not options (a config may `import math`); helpers must start with '_'."""
+    options = {}
+    for key, value in namespace.items():
+        if key.startswith("_") or isinstance(value, types.ModuleType):
+            continue
+        if not _is_data(value):
+            raise ConfigError(f"'{key}' in {_shown(path)} is a {type(value).__name__}, not an option value "
+                              "(options are numbers, strings, booleans or lists of them; name helpers '_...')")
+        options[key] = value
+    return options

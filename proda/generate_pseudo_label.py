@@ -7,8 +7,10 @@
 resolution, <image>.npy (C x h x w, float32). Otherwise (stage 2/3 input): hard labels at image
 resolution, <image>.png, their confidences <image>_conf.npy (float16) and a colour image
 <image>_color.png; --flip averages the probabilities with those of the mirrored image.
-Files go to <save_path>/<name>/. Images whose files all exist are skipped, so an interrupted
-run continues where it stopped; a `.complete` marker is written when every image is done. The
+Files go to <save_path>/<name>/. Images whose files all exist and pass a header check (complete,
+of the expected shape: proda/data/pseudo_files.py) are skipped, so an interrupted run continues
+where it stopped and relabels any damaged file; a `.complete` marker is written when every image
+is done. The
 folder's `.manifest.json` records the checkpoint (content hash) and the options that change
 labels; a rerun with other inputs is refused with the `rm` command to run (--restart: relabel).
 """
@@ -18,7 +20,8 @@ import argparse
 import io
 import logging
 import os
-from typing import List
+from collections import Counter
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,7 +31,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from proda import engine, manifest
-from proda.data import find_dataset_using_name
+from proda.data import find_dataset_using_name, pseudo_files
 from proda.models.builders import build_student
 from proda.utils import atomic_write, fliplr, get_device
 
@@ -96,6 +99,57 @@ def save_hard(net: torch.nn.Module, batch: dict, files: List[List[str]], device:
         write_atomic(color, png_bytes((decode_segmap(label[k]) * 255).astype(np.uint8)))
 
 
+def remove_file(path: str) -> None:
+    """Delete `path` if it exists."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def kept_file_problem(path: str, kind: str, size: Tuple[int, int], n_class: int) -> Optional[str]:
+    """Why an existing output file cannot be kept (None: complete and of the expected shape).
+
+    Header checks only (pseudo_files): a cut .npy does not map, a cut PNG fails its CRCs; `size`
+    is the images' (W, H), `kind` the file's role: soft | label | conf | color.
+    """
+    w, h = size
+    try:
+        if kind in ("soft", "conf"):
+            shape, dtype = pseudo_files.npy_header(path)
+            if kind == "soft":
+                return pseudo_files.soft_problem(shape, dtype, n_class)
+            return None if (shape, dtype) == ((h, w), np.float16) else f"shape {shape} {dtype}, not {(h, w)} float16"
+        found = pseudo_files.png_header(path)
+        wanted = ((w, h), "L" if kind == "label" else "RGB")
+        return None if found == wanted else f"size and mode {found}, not {wanted}"
+    except (OSError, ValueError, EOFError, SyntaxError) as err:
+        return " ".join(str(err).split()) or type(err).__name__
+
+
+def unfinished(dataset, out_dir: str, opt: argparse.Namespace, logger: logging.Logger) -> List[int]:
+    """Indices of the images to label: files missing, or present but cut or of the wrong shape
+    (they are rewritten). Soft files must also share one shape (the most common one is kept)."""
+    kinds = ["soft"] if opt.soft else ["label", "conf", "color"]
+    todo, soft_shapes = [], {}
+    for i, img_path in enumerate(dataset.files):
+        files = output_files(out_dir, img_path, opt.soft)
+        if not all(os.path.isfile(f) for f in files):
+            todo.append(i)
+            continue
+        problems = [(f, why) for f, kind in zip(files, kinds)
+                    if (why := kept_file_problem(f, kind, dataset.img_size, opt.n_class))]
+        if problems:
+            logger.warning("relabelling %s: %s is damaged (%s)", img_path, *problems[0])
+            todo.append(i)
+        elif opt.soft:
+            soft_shapes[i] = pseudo_files.npy_header(files[0])[0]
+    if soft_shapes:  # a batch stacks soft labels: a file of another shape is relabelled too
+        common = Counter(soft_shapes.values()).most_common(1)[0][0]
+        todo += [i for i, shape in soft_shapes.items() if shape != common]
+    return sorted(todo)
+
+
 def generate(opt: argparse.Namespace, logger: logging.Logger) -> None:
     """Label every target training image that has no complete output yet."""
     engine.seed_everything(opt.seed)
@@ -104,11 +158,11 @@ def generate(opt: argparse.Namespace, logger: logging.Logger) -> None:
     os.makedirs(out_dir, exist_ok=True)
     manifest.prepare_pseudo_folder(opt, out_dir)  # refuses a folder of other inputs before any work
     dataset = find_dataset_using_name(opt.tgt_dataset)(opt, logger, augmentations=None, split="train")
-    todo = [i for i, path in enumerate(dataset.files)
-            if not all(os.path.isfile(f) for f in output_files(out_dir, path, opt.soft))]
+    todo = unfinished(dataset, out_dir, opt, logger)
     logger.info("%d of %d images already labelled in %s; labelling %d", len(dataset) - len(todo),
                 len(dataset), out_dir, len(todo))
     if todo:
+        remove_file(os.path.join(out_dir, COMPLETE_MARKER))  # complete again only once every file is
         net = build_student(opt).eval()
         loader = DataLoader(Subset(dataset, todo), batch_size=opt.bs, shuffle=False,
                             num_workers=opt.num_workers, drop_last=False)

@@ -94,14 +94,16 @@ def pseudo_label_inputs(opt: argparse.Namespace) -> Dict[str, Any]:
 def prepare_pseudo_folder(opt: argparse.Namespace, out_dir: str) -> None:
     """Record this run's inputs in out_dir, or refuse when the folder holds labels of others.
 
+    A folder without labels (its dot-files aside: the manifest and temporary files of a run that
+    failed before its first label, e.g. on a corrupt --resume_path) takes this run's inputs.
     With --restart a folder of other inputs is emptied first.
     """
     wanted = pseudo_label_inputs(opt)
     path = os.path.join(out_dir, MANIFEST)
     saved = read_json(path)
-    has_files = os.path.isdir(out_dir) and any(n != MANIFEST for n in os.listdir(out_dir))
-    if saved == wanted or (saved is None and not has_files):
-        if saved is None:
+    has_files = os.path.isdir(out_dir) and any(not n.startswith(".") for n in os.listdir(out_dir))
+    if saved == wanted or not has_files:
+        if saved != wanted:
             write_json(path, wanted)
         return
     why = ("holds files of an unknown run (no manifest)" if saved is None else

@@ -17,6 +17,7 @@ naming the option (exit status 2).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -332,8 +333,9 @@ LOWER_BOUNDS = [("bs", 1, ">= 1"), ("epochs", 0, ">= 0"), ("train_iters", 1, ">=
                 ("adv", 0, ">= 0"), ("rce_alpha", 0, ">= 0"), ("rce_beta", 0, ">= 0"), ("regular_w", 0, ">= 0"),
                 ("proto_consistW", 0, ">= 0"), ("distillation", 0, ">= 0"), ("S_pseudo", 0, ">= 0"),
                 ("S_pseudo_src", 0, ">= 0"), ("seed", 0, ">= 0"),
-                ("accum_steps", 1, ">= 1")]
+                ("accum_steps", 1, ">= 1"), ("tta_lr", 0, ">= 0"), ("tta_steps", 1, ">= 1")]
 UNIT_INTERVAL = ["hflip", "proto_momentum", "train_thred"]
+SEED_LIMIT = 2 ** 32  # NumPy's seed must be below it (np.random.seed raises ValueError)
 
 
 def check_device(name: str) -> Optional[str]:
@@ -358,12 +360,20 @@ def check_device(name: str) -> Optional[str]:
 
 def option_problem(opt: argparse.Namespace) -> Optional[str]:
     """The first option value outside its allowed range, as one line naming it, or None."""
+    for key, value in vars(opt).items():  # inf passes every `>= low` check and trains to NaN
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"--{key} {value} is out of range: must be a finite number"
     for key, low, allowed in LOWER_BOUNDS:
         if not getattr(opt, key) >= low:  # `not >=`: NaN is out of range too
             return f"--{key} {getattr(opt, key)} is out of range: must be {allowed}"
     for key in UNIT_INTERVAL:
         if not 0 <= getattr(opt, key) <= 1:
             return f"--{key} {getattr(opt, key)} is out of range: must be in [0, 1]"
+    if opt.seed >= SEED_LIMIT:
+        return f"--seed {opt.seed} is out of range: must be < 2**32 ({SEED_LIMIT})"
+    if opt.bn_clr and opt.student_init not in ("simclr", "random"):
+        return (f"--bn_clr adds the SimCLR student's extra batch norm, which --student_init {opt.student_init} "
+                "does not build: add --student_init simclr (the reference's pairing) or drop --bn_clr")
     if not -1 <= opt.threshold <= 1:
         return f"--threshold {opt.threshold} is out of range: must be in [-1, 1]"
     for key in ("rcrop", "src_img_size", "tgt_img_size"):

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint on the target val split: per-class IoU and mIoU.
 
-    python -m proda.test --resume_path logs/gta2city_stage3/from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl --bn_clr
+    python -m proda.test --resume_path logs/gta2city_stage3/from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl --bn_clr --student_init simclr
     python -m proda.test --n_class 16 --resume_path ... --results_json results.json --save_pred preds/
 
 For SYNTHIA (16 classes) the 13-class mIoU that papers also report is printed as well.

@@ -24,7 +24,7 @@ from typing import Dict, Optional
 import torch
 from tqdm import tqdm
 
-from proda import engine, manifest
+from proda import engine, guards, manifest
 from proda.data import create_dataset
 from proda.metrics import averageMeter
 from proda.models.accumulation import freeze_bn_statistics
@@ -180,7 +180,7 @@ def resume(model: CustomModel, datasets, opt: argparse.Namespace, inputs: dict, 
     checkpoint = load_checkpoint(path, what="current checkpoint",
                                  hint="delete it or pass --restart to start over")
     state = checkpoint.get("resume") if isinstance(checkpoint, dict) else None
-    if state is None or "rng" not in state:
+    if not isinstance(state, dict) or "rng" not in state:
         raise OptionError(f"{path} holds no resume state of this version (written by the reference code or an "
                           "older version?): move it away or pass --restart to start over")
     manifest.check_training_inputs(state.get("inputs"), inputs, opt.logdir)
@@ -217,6 +217,7 @@ def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
         if engine.is_main_process():
             repair_last(opt, logger)
         return
+    guards.check_schedule(opt, total)  # refuses iterations past --train_iters (learning rate 0)
     try:
         run_iterations(model, datasets, opt, total, inputs, logger, device)
     except KeyboardInterrupt:
@@ -268,6 +269,7 @@ def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total:
                 train_mode(model, opt, logger)
                 model.optimizer_zerograd()
                 losses = model.stage_step(source, target)  # models/steps.py: STAGE_STEPS
+                guards.check_step(model, opt, losses)  # NaN / inf weights: stop before any checkpoint is written
                 time_meter.update(time.time() - start)
                 progress.update(1)
 

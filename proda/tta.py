@@ -18,6 +18,7 @@ Choices this repository makes for DeepLabv2 (the official tent code is classific
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Dict, List, Optional, Sequence, Type
 
@@ -106,6 +107,8 @@ def build_tta(net: nn.Module, method: str, *, lr: float = 1e-3, steps: int = 1,
         raise ValueError(f"unknown test-time adaptation {method!r}; choose from {TTA_METHODS}")
     if bn_stats not in BN_STATS:
         raise ValueError(f"unknown batch-norm statistics {bn_stats!r}; choose from {BN_STATS}")
+    if not (math.isfinite(lr) and lr >= 0) or steps < 1:  # inf adapts to NaN without an error
+        raise ValueError(f"tent needs a finite learning rate >= 0 and steps >= 1, got lr={lr}, steps={steps}")
     layers = tuple(norm_layers or DEFAULT_NORM_LAYERS)
     if method == "none":
         return net.eval()

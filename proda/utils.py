@@ -78,12 +78,11 @@ def numpy_safe_globals() -> List[Any]:
     return allowed
 
 
-def _is_unsafe(err: Exception) -> bool:
-    """True when weights_only refused the file for what it pickles (not for being corrupt)."""
-    text = str(err)
-    return isinstance(err, pickle.UnpicklingError) and any(
-        key in text for key in ("Unsupported global", "Can only build", "not an allowed global",
-                                "Unsupported operand"))
+def _refusal(err: Exception, path: str) -> Optional[str]:
+    """What weights_only refused in the file (None: the file is corrupt, not refused); the test is
+    the exception type torch raises for every weights-only refusal (tent.safe_load), not its wording."""
+    from tent.safe_load import weights_only_refusal  # here: only a failed load pays for importing tent
+    return weights_only_refusal(err, path)
 
 
 def load_checkpoint(path: str, what: str = "checkpoint", hint: Optional[str] = None,
@@ -99,11 +98,14 @@ def load_checkpoint(path: str, what: str = "checkpoint", hint: Optional[str] = N
         with torch.serialization.safe_globals(numpy_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - every failure becomes one line
-        if not _is_unsafe(err):
+        refused = _refusal(err, path)
+        if refused is None:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if isinstance(err, pickle.UnpicklingError):  # torch's text would advise weights_only=False
+                reason = "it starts neither as a zip nor as a pickle"
             raise CheckpointError(f"{what} {path} is corrupt or not a torch file: {reason}") from None
     if not _trust_checkpoints:
-        raise CheckpointError(f"{what} {path} pickles objects that could run code when loaded; "
+        raise CheckpointError(f"{what} {path} pickles objects that could run code when loaded ({refused}); "
                               f"refused (pass {TRUST_FLAG} only if you trust this file)")
     try:
         return torch.load(path, map_location=map_location, weights_only=False)

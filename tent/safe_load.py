@@ -18,7 +18,7 @@ import pickle
 import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 
@@ -26,7 +26,9 @@ from .errors import CorruptFileError, TentError, UnsafeCheckpointError
 
 TRUST_KEY = "MODEL.TRUST_CHECKPOINT"
 FORCE_SAFE, FORCE_UNSAFE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
-PICKLE_PROTO = 0x80  # first byte of a pickle (protocol 2+): torch's legacy format or a raw pickle
+
+# a torch file is a zip (torch.save) or a pickle of protocol 2+ (legacy torch.save, a raw pickle)
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
 
 PathLike = Union[str, Path]
 
@@ -66,28 +68,38 @@ def checkpoint_errors(path: PathLike, trust: bool) -> Iterator[None]:
             raise  # PermissionError & co name their file: the entry point reports them in one line
         raise CorruptFileError(_corrupt_message(path, e)) from None  # torch's reader on a cut zip
     except pickle.UnpicklingError as e:
-        if not trust and _needs_code(Path(path), str(e)):
-            raise UnsafeCheckpointError(_unsafe_message(path, str(e))) from None
+        what = None if trust else weights_only_refusal(e, path)
+        if what:
+            raise UnsafeCheckpointError(_unsafe_message(path, what)) from None
         raise CorruptFileError(_corrupt_message(path, e)) from None
     except (RuntimeError, EOFError, ValueError, KeyError, AttributeError) as e:
         raise CorruptFileError(_corrupt_message(path, e)) from None
 
 
-def _needs_code(path: Path, message: str) -> bool:
-    """Whether a weights-only refusal means 'needs a global' rather than 'not a pickle at all'."""
-    if "GLOBAL" in message:
-        return True
+def weights_only_refusal(error: BaseException, path: PathLike) -> Optional[str]:
+    """What a weights-only torch.load refused in `path` (None: `error` is no such refusal).
+
+    torch raises pickle.UnpicklingError for every refusal of its weights-only unpickler -- a global
+    outside its allow-list, one from a module it blocks (os, posix, sys...), an opcode it does not
+    run -- and other types for damaged zips (RuntimeError, EOFError). A file that is no pickle at
+    all (an HTML error page) also ends in UnpicklingError, so the file must start as torch files
+    do: a zip or a pickle. The type and the bytes are the test; torch's wording (which changes
+    between releases and recommends weights_only=False) only supplies the global's name.
+    """
+    if not isinstance(error, pickle.UnpicklingError):
+        return None
     try:
         with open(path, "rb") as f:
-            return f.read(1) == bytes([PICKLE_PROTO])  # a pickle using opcodes torch refuses
+            if not f.read(4).startswith(TORCH_FILE_STARTS):
+                return None
     except OSError:
-        return False
+        return None
+    named = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return f"it names {named.group(1)}" if named else "it is a pickle beyond tensors and containers"
 
 
-def _unsafe_message(path: PathLike, message: str) -> str:
+def _unsafe_message(path: PathLike, what: str) -> str:
     """One line: the file, what it asks to run, and the key that allows it."""
-    named = re.search(r"GLOBAL ([\w.]+)", message)
-    what = f"it names {named.group(1)}" if named else "it is a pickle beyond tensors and containers"
     return (f"checkpoint {path} can only be loaded by running code stored in it ({what}); refused. "
             f"Set {TRUST_KEY} True only if you trust where the file came from")
 

@@ -81,6 +81,32 @@ def test_wrong_type_names_the_option(tmp_path, capsys, text, key):
 
 # ----------------------------------------------------------------------------- shipped configs
 
+@pytest.mark.parametrize("text, names", [
+    ("lr = lambda: 0.1\n", ["'lr'", "function"]),
+    ("def schedule():\n    return 1\n", ["'schedule'", "function"]),
+    ("class Stage:\n    pass\n", ["'Stage'", "type"]),
+    ("from math import sqrt\n", ["'sqrt'"]),
+    ("rcrop = [64, object()]\n", ["'rcrop'", "list"]),
+])
+def test_values_that_are_not_data_are_refused_not_dropped(tmp_path, capsys, text, names):
+    """A config binding a public name to code was dropped silently and the default used (issue 17)."""
+    code, lines = bad_config_message(tmp_path, capsys, text)
+    assert code == 2 and len(lines) == 1 and "bad.py" in lines[0]
+    assert all(n in lines[0] for n in names), lines
+
+
+def test_private_helpers_and_modules_stay_allowed(tmp_path):
+    path = write(tmp_path, "c.py", "import math\n_half = lambda x: x / 2\nlr = _half(math.pi) * 1e-4\n")
+    assert dict(Config.fromfile(path)) == {"lr": 3.141592653589793 / 2 * 1e-4}
+
+
+@pytest.mark.parametrize("text, name", [("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
+                                        ("lr = float('inf')\n", "--lr"), ("lr = float('nan')\n", "--lr")])
+def test_config_that_interrupts_or_sets_inf_ends_in_one_line(tmp_path, capsys, text, name):
+    code, lines = bad_config_message(tmp_path, capsys, text)
+    assert code == 2 and len(lines) == 1 and name in lines[0], lines
+
+
 def test_every_reference_and_demo_config_is_shipped():
     names = {os.path.relpath(p, os.path.join(REPO, "configs")) for p in SHIPPED}
     steps = ["base", "warmup", "stage1_pseudo", "stage1_prototypes", "stage1",

@@ -313,10 +313,9 @@ def test_missing_synthia_labels(trees):
 def test_missing_soft_pseudo_label_names_file_and_command(trees):
     os.makedirs(trees / "soft")
     opt = opts(trees, "--used_save_pseudo", "--proto_rectify", "--path_soft", str(trees / "soft"))
-    ds = Cityscapes_loader(opt, LOG, split="train", pseudo_labels=saved_pseudo_labels(opt))
     with pytest.raises(DatasetError, match=r"soft pseudo labels not found: .*aachen_000000_000019_leftImg8bit\.npy"
-                                           r".*generate_pseudo_label --soft"):
-        ds[0]
+                                           r".*generate_pseudo_label --soft"):  # checked when the run starts
+        Cityscapes_loader(opt, LOG, split="train", pseudo_labels=saved_pseudo_labels(opt))
 
 
 def test_missing_pseudo_label_folder_and_conf_file(trees):
@@ -326,9 +325,8 @@ def test_missing_pseudo_label_folder_and_conf_file(trees):
     folder, _, _ = write_hard_pseudo(trees, Cityscapes_loader(opts(trees), LOG).files)
     os.remove(next(folder.glob("*_conf.npy")))
     opt = opts(trees, "--used_save_pseudo", "--path_LP", str(folder), "--threshold", "0.9")
-    ds = Cityscapes_loader(opt, LOG, split="train", pseudo_labels=saved_pseudo_labels(opt))
     with pytest.raises(DatasetError, match="pseudo-label confidences not found: .*_conf.npy"):
-        [ds[i] for i in range(len(ds))]
+        Cityscapes_loader(opt, LOG, split="train", pseudo_labels=saved_pseudo_labels(opt))
 
 
 # ---------------------------------------------------------------- loaders

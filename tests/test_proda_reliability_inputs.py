@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from PIL import Image
 
 from proda import calc_prototype, generate_pseudo_label, test, train
 from proda.demo.synthetic import generate
@@ -95,6 +96,40 @@ def corrupt_soft_labels(root):
     return args, str(soft)
 
 
+def target_images(root):
+    """The target training images of the shared data, in the loader's order."""
+    return sorted((root / "data" / "cityscapes" / "leftImg8bit" / "train").rglob("*.png"))
+
+
+def soft_labels(name, make):
+    """A row: a soft pseudo-label folder whose k-th file holds make(k) (stage-1 flags)."""
+    def row(root):
+        soft = root / name
+        soft.mkdir()
+        for k, img in enumerate(target_images(root)):
+            np.save(soft / img.name.replace(".png", ".npy"), make(k))
+        first = soft / target_images(root)[0].name.replace(".png", ".npy")
+        return common(root) + ["--stage", "stage1", "--used_save_pseudo", "--proto_rectify", "--ema",
+                               "--path_soft", str(soft)], str(soft if name == "soft_mixed" else first)
+    return ("train", row, 1)
+
+
+def hard_labels(name, value):
+    """A row: hard pseudo labels of `value` everywhere with confidence 1, threshold 0.95 (stage-2 flags)."""
+    def row(root):
+        folder = root / name
+        folder.mkdir()
+        for img in target_images(root):
+            Image.fromarray(np.full((16, 32), value, np.uint8)).save(folder / img.name)
+            np.save(folder / img.name.replace(".png", "_conf.npy"), np.ones((16, 32), np.float16))
+        return common(root) + ["--used_save_pseudo", "--path_LP", str(folder), "--threshold", "0.95"], \
+            str(folder / target_images(root)[0].name)
+    return ("train", row, 1)
+
+
+PROBS = np.full((19, 2, 4), 1 / 19, np.float32)
+
+
 def bad_checkpoint(root, kind):
     path = root / f"bad_{kind}.pkl"
     if kind == "truncated":
@@ -152,6 +187,17 @@ ROWS = {
     "unknown_flag": flag("--no_such_flag", names="--no_such_flag"),
     "test_bs0": flag("--bs", "0", entry="test"), "gen_device": flag("--device", "nonsense", entry="gen"),
     "proto_lr": flag("--lr", "-5", entry="proto"),
+    # issue 17: values legal to parse and fatal to a run
+    "lr_inf": flag("--lr", "inf"), "lr_-inf": flag("--lr", "-inf"),
+    "proto_temperature_inf": flag("--proto_temperature", "inf"),
+    "test_tta_lr_inf": flag("--tta", "tent", "--tta_lr", "inf", entry="test", names="--tta_lr"),
+    "test_tta_lr-1": flag("--tta", "tent", "--tta_lr", "-1", entry="test", names="--tta_lr"),
+    "test_tta_lr_nan": flag("--tta", "tent", "--tta_lr", "nan", entry="test", names="--tta_lr"),
+    "test_tta_steps0": flag("--tta", "tent", "--tta_steps", "0", entry="test", names="--tta_steps"),
+    "test_tta_steps-1": flag("--tta", "tent", "--tta_steps", "-1", entry="test", names="--tta_steps"),
+    "seed_2**32": flag("--seed", "4294967296"), "gen_seed_2**32": flag("--seed", "4294967296", entry="gen"),
+    "bn_clr_without_simclr": flag("--bn_clr", "--student_init", "imagenet"),
+    "test_bn_clr_without_simclr": flag("--bn_clr", "--student_init", "stage1", entry="test", names="--bn_clr"),
     # config files: exit 2 naming the file or the key
     "cfg_name_error": cfg_row("lr = undefined_name\n", "NameError"),
     "cfg_import_error": cfg_row("import no_such_module_xyz\n", "No module named"),
@@ -164,6 +210,9 @@ ROWS = {
     "cfg_bad_value": cfg_row("lr = -1.0\n", "--lr"),
     "cfg_exit": cfg_row("raise SystemExit(3)\n", "SystemExit"),
     "cfg_missing_base": cfg_row('_base_ = "absent.py"\n', "absent.py"),
+    "cfg_lr_inf": cfg_row("lr = float('inf')\n", "--lr"),
+    "cfg_lambda": cfg_row("lr = lambda: 0.1\n", "'lr'"),
+    "cfg_keyboard_interrupt": cfg_row("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
     "cfg_missing": ("train", lambda root: (common(root) + ["--config", str(root / "absent.py")], "absent.py"), 2),
     # outputs that cannot be written: exit 2 before any work
     "logdir_under_file": ("train", lambda root: (common(root) + ["--logdir", str(root / "a_file" / "logs")],
@@ -183,6 +232,14 @@ ROWS = {
     "missing_soft_folder": ("train", lambda root: (common(root) + [
         "--stage", "stage1", "--used_save_pseudo", "--proto_rectify", "--ema", "--path_soft",
         str(root / "absent_soft")], "absent_soft"), 1),
+    # issue 17: pseudo labels that lie, refused when the run starts, naming the file
+    "hard_label_100": hard_labels("lp_100", 100),
+    "soft_label_5x3x3": soft_labels("soft_5x3x3", lambda k: np.full((5, 3, 3), 0.2, np.float32)),
+    "soft_label_nan": soft_labels("soft_nan", lambda k: np.full_like(PROBS, np.nan)),
+    "soft_label_inf": soft_labels("soft_inf", lambda k: np.where(np.arange(8).reshape(1, 2, 4) == 3, np.inf, PROBS)),
+    "soft_label_negative": soft_labels("soft_neg", lambda k: PROBS - 1),
+    "soft_label_int": soft_labels("soft_int", lambda k: np.zeros((19, 2, 4), np.int64)),
+    "soft_label_shapes_differ": soft_labels("soft_mixed", lambda k: np.full((19, 2 + k, 4), 1 / 19, np.float32)),
     # checkpoints: exit 1 naming the file
     "truncated_checkpoint": ("train", lambda root: bad_checkpoint(root, "truncated"), 1),
     "tensor_checkpoint": ("train", lambda root: bad_checkpoint(root, "tensor"), 1),
@@ -191,6 +248,10 @@ ROWS = {
                                                  "absent.pkl"), 1),
     "truncated_current": ("train", corrupt_current, 1),
     "prototypes_wrong_shape": ("train", wrong_prototypes, 2),
+    # issue 17: a schedule the run outlives, a loss gone NaN
+    "max_iters_past_train_iters": flag("--max_iters", "6", "--train_iters", "2", names="--train_iters 2"),
+    "diverging_lr": ("train", lambda root: (common(root) + ["--lr", "1e30", "--max_iters", "4", "--val_interval", "1",
+                                                            "--logdir", str(root / "logs_diverge")], "diverged"), 2),
 }
 
 
@@ -220,3 +281,138 @@ def test_bad_input_ends_in_one_line(world, capsys, row):
     assert "error" in message and names in message, err[-2000:]
     after = snapshot(world)
     assert {p: v for p, v in after.items() if p in before} == before
+
+
+def run_train(argv, capsys):
+    """train.main(argv): (exit status, last stderr line); 0 when it returns."""
+    try:
+        train.main(argv)
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    return code, (err.strip().splitlines() or [""])[-1]
+
+
+def test_divergence_stops_before_a_checkpoint_and_keeps_the_last_good_one(world, capsys):
+    """lr 1e6: one step leaves finite weights (gradients here are far below 1e30), so iteration 1 is
+    checkpointed; a later loss or weight turns NaN or inf within 8 iterations: one line, exit 2, and the
+    current checkpoint on disk is a finite one of an earlier iteration."""
+    logdir = world / "logs_diverge_keep"
+    code, line = run_train(common(world) + ["--lr", "1e6", "--max_iters", "8", "--val_interval", "1",
+                                            "--logdir", str(logdir)], capsys)
+    assert code == 2 and "diverged" in line and str(logdir) in line, line
+    diverged_at = int(line.split("diverged at iteration ")[1].split()[0])
+    current = torch.load(logdir / CKPT.format("current"), weights_only=False)
+    assert current["iter"] <= diverged_at  # 'iter' is the next iteration: the diverged one was never saved
+    assert all(torch.isfinite(v).all() for v in current["ResNet101"]["model_state"].values() if v.is_floating_point())
+
+
+def test_continuing_a_finished_run_past_its_schedule_is_refused_with_the_command(world, capsys):
+    """A run ended at --train_iters 2: --max_iters 4 would train at learning rate 0, refused with the command
+    that trains 4 iterations of one schedule; that command works."""
+    base = common(world)[:-2] + ["--logdir", str(world / "logs_continue")]
+    assert run_train(base + ["--max_iters", "2", "--train_iters", "2"], capsys)[0] == 0
+    code, line = run_train(base + ["--max_iters", "4", "--train_iters", "2"], capsys)
+    assert code == 2 and "--train_iters 4 --max_iters 4 --restart" in line and "_last_model.pkl" in line, line
+    code, line = run_train(base + ["--max_iters", "4", "--train_iters", "4"], capsys)
+    assert code == 2 and "train_iters" in line and "--restart" in line, line
+    assert run_train(base + ["--train_iters", "4", "--max_iters", "4", "--restart"], capsys)[0] == 0
+    assert torch.load(world / "logs_continue" / CKPT.format("current"), weights_only=False)["iter"] == 5
+
+
+def test_a_bad_pseudo_label_outside_the_start_sample_is_refused_when_read(world, capsys, monkeypatch):
+    """Values are checked on a sample at the start and on every file when the loader reads it: with a
+    sample of one file, the NaN file read in the first epoch ends the run in one line naming it."""
+    from proda.data import pseudo_files
+    monkeypatch.setattr(pseudo_files, "START_SAMPLE", 1)
+    soft = world / "soft_late_nan"
+    soft.mkdir()
+    images = target_images(world)
+    for k, img in enumerate(images):
+        np.save(soft / img.name.replace(".png", ".npy"), np.full_like(PROBS, np.nan) if k == len(images) - 1 else PROBS)
+    bad = str(soft / images[-1].name.replace(".png", ".npy"))
+    code, line = run_train(common(world) + ["--stage", "src_only", "--used_save_pseudo", "--proto_rectify",
+                                            "--path_soft", str(soft), "--max_iters", str(len(images)),
+                                            "--logdir", str(world / "logs_late_nan")], capsys)
+    assert code == 1 and bad in line and "[0, 1]" in line, line
+
+
+def run_entry(entry, argv, capsys):
+    """ENTRIES[entry].main(argv): (exit status, last stderr line); 0 when it returns."""
+    try:
+        ENTRIES[entry].main(argv)
+        code = 0
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err[-3000:]
+    return code, (err.strip().splitlines() or [""])[-1]
+
+
+@pytest.mark.parametrize("soft", [True, False], ids=["soft", "hard"])
+def test_rerun_of_an_interrupted_folder_relabels_damaged_files(world, capsys, soft):
+    """A cut .npy / .png left in the folder (a copy, a crash of an older version) is found by its header
+    and relabelled; the intact files are kept as they are; the folder is complete again."""
+    save = world / f"pseudo_rerun_{soft}"
+    argv = common(world) + ["--save_path", str(save), "--name", "lp"] + (["--soft"] if soft else [])
+    assert run_entry("gen", argv, capsys)[0] == 0
+    folder = save / "lp"
+    stems = [img.name[:-4] for img in target_images(world)]
+    main = ".npy" if soft else ".png"
+    damaged = [folder / (stems[0] + main)] + ([] if soft else [folder / (stems[0] + "_conf.npy")])
+    kept = folder / (stems[1] + main)
+    whole = {p: p.read_bytes() for p in damaged}
+    kept_stat = kept.stat().st_mtime_ns
+    for p in damaged:
+        truncate(p)
+    (folder / ".complete").unlink()  # interrupted
+    assert run_entry("gen", argv, capsys)[0] == 0
+    assert all(p.read_bytes() == whole[p] for p in damaged)  # relabelled by the same model: same bytes
+    assert (folder / ".complete").exists() and kept.stat().st_mtime_ns == kept_stat
+
+
+def test_failed_start_leaves_no_manifest_that_refuses_the_right_checkpoint(world, capsys):
+    """A run that failed on a corrupt --resume_path before its first label left .manifest.json; the rerun
+    with the right checkpoint was refused ('holds pseudo labels of other inputs') though no label existed."""
+    save = world / "pseudo_bad_start"
+    bad = world / "cut_for_gen.pkl"
+    shutil.copy(world / "warmup" / CKPT.format("best"), bad)
+    truncate(bad)
+    argv = common(world) + ["--save_path", str(save), "--name", "lp"]
+    code, line = run_entry("gen", argv[:-2] + ["--resume_path", str(bad), "--max_iters", "1"], capsys)
+    assert code == 1 and str(bad) in line
+    assert run_entry("gen", argv, capsys)[0] == 0
+    assert (save / "lp" / ".complete").exists()
+
+
+@pytest.mark.parametrize("lr, steps", [(float("inf"), 1), (float("nan"), 1), (-1.0, 1), (1e-3, 0)])
+def test_build_tta_refuses_what_adapts_to_nonsense(lr, steps):
+    """The library call behind --tta tent: an infinite rate adapted every batch norm to NaN without an error."""
+    from proda.tta import build_tta
+    net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.BatchNorm2d(2))
+    with pytest.raises(ValueError, match="finite learning rate"):
+        build_tta(net, "tent", lr=lr, steps=steps)
+
+
+def test_a_nan_loss_with_finite_weights_trains_on_and_nan_weights_stop():
+    """An all-ignored pseudo-label batch has a NaN cross-entropy and zero gradient (the reference logs nan
+    and trains on): not a divergence. NaN weights are, on the next suspect or checkpointing iteration."""
+    from types import SimpleNamespace
+    from proda.guards import TrainingDiverged, check_step
+    from proda.models.losses import cross_entropy2d
+    logits = torch.randn(1, 19, 4, 4, requires_grad=True)
+    loss = cross_entropy2d(input=logits, target=torch.full((1, 4, 4), 250, dtype=torch.long))
+    loss.backward()
+    assert torch.isnan(loss) and torch.equal(logits.grad, torch.zeros_like(logits))
+    net = nn.Linear(2, 2)
+    model, opt = SimpleNamespace(iter=5, nets=[net]), SimpleNamespace(val_interval=1000, lr=1e-4, logdir="L")
+    check_step(model, opt, {"loss": loss.item()})  # finite weights: trains on
+    with torch.no_grad():
+        net.weight[0, 0] = float("nan")
+    check_step(model, opt, {"loss": 1.0})  # finite loss, not a checkpointing iteration: not tested
+    with pytest.raises(TrainingDiverged, match="diverged at iteration 5"):
+        check_step(model, opt, {"loss": float("inf")})
+    with pytest.raises(TrainingDiverged):
+        check_step(SimpleNamespace(iter=999, nets=[net]), opt, {"loss": 1.0})  # checkpointing iteration

@@ -189,3 +189,101 @@ def test_atomic_write_removes_stale_temp_files_of_the_same_target(tmp_path):
     assert stale_temp_files(target) == [str(stale)]
     atomic_write(target, lambda f: f.write(b"whole"))
     assert not stale.exists() and other.exists() and open(target, "rb").read() == b"whole"
+
+
+# ----------------------------------------------------------------------------- issue 17, part 7
+
+class Call:
+    """Unpickling this calls func(*args); func's module is one torch's weights-only loader blocks."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def blocked_call(module, marker):
+    """A payload naming a global of `module` (os, posix, sys) whose effect the test can see."""
+    if module == "os":
+        return Call(os.makedirs, str(marker))  # os.makedirs lives in os.py: pickled as os.makedirs
+    if module == "posix":
+        return Call(os.system, f"touch {marker}")  # os.system is posix.system
+    return Call(sys.setrecursionlimit, 12345)
+
+
+@pytest.mark.parametrize("module", ["os", "posix", "sys"])
+def test_blocked_modules_are_reported_as_refused_not_corrupt(tmp_path, module):
+    """torch 2.14 words these 'unsupported GLOBAL ... is blocked': still a refusal, never 'corrupt'
+    nor torch's advice to load with weights_only=False."""
+    marker, limit = tmp_path / "pwned", sys.getrecursionlimit()
+    path = str(tmp_path / "evil.pkl")
+    torch.save({"ResNet101": {"model_state": blocked_call(module, marker)}, "iter": 1}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert not marker.exists() and sys.getrecursionlimit() == limit
+    assert "--trust_checkpoint" in message and path in message and "\n" not in message
+    assert "corrupt" not in message and "weights_only" not in message and f"{module}." in message
+
+
+def test_tent_loader_reports_blocked_modules_as_unsafe(tmp_path):
+    from tent import safe_load
+    from tent.errors import UnsafeCheckpointError
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"w": blocked_call("posix", marker)}, path)
+    with pytest.raises(UnsafeCheckpointError, match="posix.system") as err:
+        safe_load.load_checkpoint(path)
+    assert not marker.exists() and "weights_only" not in str(err.value)
+
+
+@pytest.mark.parametrize("kind", ["cut_zip", "html_page"])
+def test_corrupt_files_are_still_reported_as_corrupt(tree, tmp_path, kind):
+    """A damaged zip (RuntimeError) and a file that is no pickle at all (torch raises the same
+    UnpicklingError as for a refusal) are corrupt, not 'needs --trust_checkpoint'."""
+    _, good, _ = tree
+    bad = tmp_path / "bad.pkl"
+    bad.write_bytes(open(good, "rb").read()[:300] if kind == "cut_zip" else b"<!DOCTYPE html><html>quota</html>")
+    with pytest.raises(CheckpointError, match="corrupt") as err:
+        load_checkpoint(str(bad))
+    assert "--trust_checkpoint" not in str(err.value) and "weights_only" not in str(err.value)
+
+
+@pytest.mark.parametrize("where", ["resume_path", "simclr_path", "imagenet_path", "prototypes", "current"])
+def test_trusted_file_of_the_wrong_shape_ends_in_one_line(tree, tmp_path, capsys, where):
+    """--trust_checkpoint on a file whose payload returns an int where tensors belong (os.getpid:
+    harmless, blocked without trust): one line naming the file, no AttributeError traceback."""
+    root, good, common = tree
+    payload = Call(os.getpid)
+    base = common + ["--logdir", str(tmp_path / "logs"), "--max_iters", "1", "--trust_checkpoint",
+                     "--stage", "src_only", "--student_init", "random"]
+
+    def evil(path, content):
+        torch.save(content, path)
+        return str(path)
+
+    if where == "resume_path":
+        path = evil(tmp_path / "e.pkl", {"ResNet101": {"model_state": payload}, "iter": 1, "best_iou": 0.0})
+        argv = base + ["--resume_path", path]
+    elif where == "simclr_path":
+        path = evil(tmp_path / "e.pth", {"state_dict": payload})
+        argv = base + ["--no_resume", "--student_init", "simclr", "--simclr_path", path]
+    elif where == "imagenet_path":
+        path = evil(tmp_path / "resnet101.pth", payload)
+        argv = base + ["--no_resume", "--student_init", "imagenet", "--imagenet_path", path]
+    elif where == "prototypes":
+        start = tmp_path / "warmup" / CKPT.format("best")
+        start.parent.mkdir()
+        start.write_bytes(open(good, "rb").read())
+        path = evil(start.parent / "prototypes_on_cityscapes_from_deeplabv2", payload)
+        argv = base + ["--stage", "stage1", "--resume_path", str(start), "--ema", "--proto_rectify"]
+    else:
+        os.makedirs(tmp_path / "logs")
+        path = evil(tmp_path / "logs" / CKPT.format("current"), {"iter": 2, "resume": payload})
+        argv = base + ["--no_resume"]
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code not in (0, None) and "Traceback" not in err, err[-3000:]
+    assert path in err.strip().splitlines()[-1], err[-2000:]

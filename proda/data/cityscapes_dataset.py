@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
+from proda.data import pseudo_files
 from proda.data.base_dataset import (IGNORE_INDEX, BaseDataset, DatasetError, normalize_image, read_file,
                                      read_label_png, require_path, resize_label)
 
@@ -128,10 +129,50 @@ class Cityscapes_loader(BaseDataset):
         return item
 
     def _check_pseudo_folder(self) -> None:
-        """The pseudo-label folder of this stage must exist before training starts."""
+        """Before training starts: the pseudo-label folder exists, every image's files are complete
+        and of the right shape (headers), and a sample's values are valid (docs/proda-reliability.md)."""
         soft = self.pseudo_labels.kind == "soft"
         require_path(self.pseudo_labels.folder, "soft pseudo-label folder" if soft else "pseudo-label folder",
                      self._pseudo_hint(soft), is_dir=True)
+        shapes = {self._pseudo_shape(img_path): img_path for img_path in self.files}
+        if len(shapes) > 1:  # a batch stacks them: one size for the whole folder
+            (a, first), (b, other) = list(shapes.items())[:2]
+            raise DatasetError(f"pseudo labels of {first} and {other} in {self.pseudo_labels.folder} differ in "
+                               f"shape ({a} vs {b}): they come from different runs ({self._pseudo_hint(soft)})")
+        sample = np.unique(np.linspace(0, len(self.files) - 1, min(pseudo_files.START_SAMPLE, len(self.files))))
+        for index in sample.astype(int):
+            self.load_pseudo(self.files[index])
+
+    def _pseudo_paths(self, img_path: str) -> Tuple[str, Optional[str]]:
+        """The pseudo-label file of an image and, for hard labels with a threshold, its confidences."""
+        name, folder = os.path.basename(img_path), self.pseudo_labels.folder
+        if self.pseudo_labels.kind == "soft":
+            return os.path.join(folder, name.replace(".png", ".npy")), None
+        conf = os.path.join(folder, name.replace(".png", "_conf.npy")) if self.pseudo_labels.threshold > 0 else None
+        return os.path.join(folder, name), conf
+
+    def _pseudo_shape(self, img_path: str) -> Tuple[int, ...]:
+        """An image's pseudo-label shape from the file headers: every file complete, shapes consistent."""
+        soft = self.pseudo_labels.kind == "soft"
+        hint = self._pseudo_hint(soft)
+        path, conf_path = self._pseudo_paths(img_path)
+        if soft:
+            shape, dtype = read_file(path, "soft pseudo labels", hint, pseudo_files.npy_header)
+            self._pseudo_check(pseudo_files.soft_problem(shape, dtype, self.n_classes), path, soft)
+            return shape
+        (w, h), _ = read_file(path, "pseudo labels", hint, pseudo_files.png_header)
+        if conf_path is not None:
+            conf_shape, _ = read_file(conf_path, "pseudo-label confidences", hint, pseudo_files.npy_header)
+            if conf_shape != (h, w):
+                raise DatasetError(f"pseudo-label confidences {conf_path} have shape {conf_shape}, "
+                                   f"the label {path} has {(h, w)} ({hint})")
+        return (h, w)
+
+    def _pseudo_check(self, problem: Optional[str], path: str, soft: bool) -> None:
+        """Raise one DatasetError line naming the pseudo-label file when it has a problem."""
+        if problem:
+            kind = "soft pseudo labels" if soft else "pseudo labels"
+            raise DatasetError(f"{kind} {path} {problem}: regenerate them ({self._pseudo_hint(soft)})")
 
     @staticmethod
     def _pseudo_hint(soft: bool) -> str:
@@ -143,19 +184,22 @@ class Cityscapes_loader(BaseDataset):
                 "and pass --path_LP <save_path>/<NAME>")
 
     def load_pseudo(self, img_path: str) -> Tuple[Optional[np.ndarray], Optional[np.ndarray]]:
-        """(lp, lpsoft) saved for this image: soft C x h x w probabilities, or a hard label map."""
-        name, folder = os.path.basename(img_path), self.pseudo_labels.folder
-        if self.pseudo_labels.kind == "soft":
-            path = os.path.join(folder, name.replace(".png", ".npy"))
-            return None, read_file(path, "soft pseudo labels", self._pseudo_hint(soft=True), np.load)
-        path = os.path.join(folder, name)
+        """(lp, lpsoft) saved for this image: soft C x h x w probabilities, or a hard label map;
+        their values are checked on the way (about a millisecond on data already in memory)."""
+        soft = self.pseudo_labels.kind == "soft"
+        path, conf_path = self._pseudo_paths(img_path)
+        if soft:
+            lpsoft = read_file(path, "soft pseudo labels", self._pseudo_hint(soft=True), np.load)
+            self._pseudo_check(pseudo_files.soft_problem(lpsoft.shape, lpsoft.dtype, self.n_classes)
+                               or pseudo_files.soft_value_problem(lpsoft), path, soft)
+            return None, lpsoft
         lp = np.array(read_label_png(path, "pseudo labels", self._pseudo_hint(soft=False)))
-        threshold = self.pseudo_labels.threshold
-        if threshold > 0:  # a threshold <= 0 ignores nothing: confidences are positive
-            conf_path = os.path.join(folder, name.replace(".png", "_conf.npy"))
+        self._pseudo_check(pseudo_files.hard_value_problem(lp, self.n_classes), path, soft)
+        if conf_path is not None:  # a threshold <= 0 ignores nothing: confidences are positive
             conf = read_file(conf_path, "pseudo-label confidences", self._pseudo_hint(soft=False), np.load)
             if conf.shape != lp.shape:
                 raise DatasetError(f"pseudo-label confidences {conf_path} have shape {conf.shape}, "
                                    f"the label {path} has {lp.shape} ({self._pseudo_hint(soft=False)})")
-            lp[conf <= threshold] = IGNORE_INDEX
+            self._pseudo_check(pseudo_files.finite_problem(conf), conf_path, soft)
+            lp[conf <= self.pseudo_labels.threshold] = IGNORE_INDEX
         return resize_label(lp, self.img_size), None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Iterator, Optional, Sequence, Type
+from typing import Any, Dict, Iterator, Optional, Sequence, Type
 
 import torch
 import torch.nn as nn
@@ -244,6 +244,15 @@ def imagenet_weights_path(imagenet_path: str = "") -> str:
     return os.path.join(folder, IMAGENET_FILES[0])
 
 
+def require_tensors(weights: Any, path: str, what: str) -> Dict[str, torch.Tensor]:
+    """`weights` if it maps names to tensors; else one CheckpointError line naming the file (a file
+    loaded with --trust_checkpoint can hold anything)."""
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path} is not a ProDA checkpoint: its {what} is a {type(weights).__name__}, "
+                              "not a mapping of names to tensors")
+    return weights
+
+
 def load_matching(model: nn.Module, pretrain_dict: Dict[str, torch.Tensor]) -> int:
     """Copy the entries whose names the model has (the reference's partial init); returns how many."""
     state_dict = model.state_dict()
@@ -259,13 +268,13 @@ def load_pretrained(model: nn.Module, init: str, initialization: Optional[str], 
         return
     if init == "imagenet":
         path = imagenet_weights_path(imagenet_path)
-        weights = load_checkpoint(path, what="ImageNet ResNet-101 weights")
+        weights = require_tensors(load_checkpoint(path, what="ImageNet ResNet-101 weights"), path, "content")
     else:
         checkpoint = load_checkpoint(initialization, what="SimCLR checkpoint",
                                      hint="the converted SimCLRv2 ResNet-101 r101_1x_sk0.pth; set --simclr_path")
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise CheckpointError(f"SimCLR checkpoint {initialization} has no 'state_dict' entry")
-        path, weights = initialization, checkpoint["state_dict"]
+        path, weights = initialization, require_tensors(checkpoint["state_dict"], initialization, "'state_dict'")
     count = load_matching(model, weights)
     logger.info("initialised %d tensors from %s weights %s", count, init, path)
 
@@ -278,6 +287,7 @@ def restore(model: nn.Module, restore_from: str, num_classes: int) -> None:
         state = checkpoint["ResNet101"]["model_state"]
     except (KeyError, TypeError, IndexError):
         raise CheckpointError(f"{restore_from} is not a ProDA checkpoint (no ['ResNet101']['model_state'])") from None
+    require_tensors(state, restore_from, "['ResNet101']['model_state']")
     head = state.get("layer5.head.1.weight")
     if head is not None and head.shape[0] != num_classes:
         raise CheckpointError(f"{restore_from} was trained for {head.shape[0]} classes, "
