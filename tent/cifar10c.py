@@ -69,7 +69,6 @@ def evaluate(description: str, argv: Optional[Sequence[str]] = None) -> report.R
     setting = effective_setting(cfg)
     device = distributed.init(get_device(cfg.DEVICE))
     share_run_stem()
-    check_processes(setting)
     logger.info("device: %s, setting: %s", device, setting)
     if cfg.PERF.AMP and device.type != "cuda":
         logger.warning("PERF.AMP applies to CUDA only; running in float32 on %s", device)
@@ -77,7 +76,7 @@ def evaluate(description: str, argv: Optional[Sequence[str]] = None) -> report.R
     pieces = stream_plan(setting)
     if "gradual" in setting:  # its severities come from the plan, not from CORRUPTION.SEVERITY alone
         logger.info("%s: severities along the stream %s", setting, [p.severity for p in pieces])
-    mine = distributed.shard(pieces, distributed.rank(), distributed.world_size())
+    mine = my_pieces(setting, pieces)
     run_methods = methods(cfg)
     streams: Dict[str, Dict[int, report.PieceResult]] = {}
     for method in run_methods:
@@ -104,13 +103,20 @@ def share_run_stem() -> None:
         setup_logging(os.path.join(cfg.SAVE_DIR, f"{run_stem()}_rank{distributed.rank()}.txt"))
 
 
-def check_processes(setting: str) -> None:
-    """Several processes split independent pieces only; a sequential stream needs one process."""
-    if distributed.world_size() > 1 and not pieces_independent(setting):
-        raise ConfigError(f"SETTING {setting} (PROTOCOL.PEER {protocols.peer_of(setting, cfg.PROTOCOL.PEER)}, "
-                          f"MODEL.RESET_AFTER_NUM_UPDATES {cfg.MODEL.RESET_AFTER_NUM_UPDATES}, TEST.WINDOW_LENGTH "
-                          f"{cfg.TEST.WINDOW_LENGTH}) is one sequential stream and needs one process "
-                          f"(launch one process per CORRUPTION.ORDER_SEED instead of torchrun)")
+def my_pieces(setting: str, pieces: Sequence[protocols.Piece]) -> List[int]:
+    """Indices of the pieces this process runs: independent pieces are split, a sequential stream runs on rank 0.
+
+    A sequential stream carries the adapted model from piece to piece, so splitting it would change
+    its numbers; rank 0 runs it whole (the others wait at the gather), so the table equals one process's.
+    """
+    if distributed.world_size() == 1 or pieces_independent(setting):
+        return distributed.shard(pieces, distributed.rank(), distributed.world_size())
+    if distributed.is_main():
+        logger.warning("SETTING %s (PROTOCOL.PEER %s) is one sequential stream: rank 0 runs it alone, "
+                       "the other %d processes wait (one process per CORRUPTION.ORDER_SEED or RNG_SEED "
+                       "uses them instead)", setting, protocols.peer_of(setting, cfg.PROTOCOL.PEER),
+                       distributed.world_size() - 1)
+    return list(range(len(pieces))) if distributed.is_main() else []
 
 
 def stream_plan(setting: str) -> List[protocols.Piece]:

@@ -429,22 +429,25 @@ def test_full_imagenet_folder_is_read_with_robustbench_classes(tmp_path):
         imagenetc_folder(str(tmp_path), "snow", 5)
 
 
-def test_sequential_setting_refuses_several_processes(monkeypatch):
+def test_a_sequential_stream_runs_whole_on_rank_0(monkeypatch):
+    """Under torchrun independent pieces are split round robin; a sequential stream goes to rank 0 alone."""
+    pieces = list(range(6))
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(conf.ConfigError, match="one process"):
-        cifar10c.check_processes("continual")
-    cifar10c.check_processes("reset_each_shift")
+    for rank, split in (("0", [0, 2, 4]), ("1", [1, 3, 5])):
+        monkeypatch.setenv("RANK", rank)
+        assert cifar10c.my_pieces("reset_each_shift", pieces) == split
+        assert cifar10c.my_pieces("continual", pieces) == (pieces if rank == "0" else [])
     # mariodoebler's update counter and window outlive resets; its reset_each_shift_correlated resets per corruption
     for opts in (["MODEL.RESET_AFTER_NUM_UPDATES", "3"], ["TEST.BATCH_SIZE", "1", "TEST.WINDOW_LENGTH", "4"],
                  ["SETTING", "reset_each_shift_correlated", "CORRUPTION.SEVERITY", "[5, 4]"]):
         conf.reset_cfg()
         conf.merge_from_list(opts)
-        with pytest.raises(conf.ConfigError, match="one process"):
-            cifar10c.check_processes(conf.effective_setting(cfg))
+        assert not cifar10c.pieces_independent(conf.effective_setting(cfg))
+        assert cifar10c.my_pieces(conf.effective_setting(cfg), pieces) == []  # rank 1
     conf.reset_cfg()
     conf.merge_from_list(["SETTING", "reset_each_shift_correlated", "PROTOCOL.PEER", "tent",
                           "CORRUPTION.SEVERITY", "[5, 4]"])
-    cifar10c.check_processes("reset_each_shift_correlated")  # tent's loop resets before every piece
+    assert cifar10c.pieces_independent("reset_each_shift_correlated")  # tent's loop resets before every piece
 
 
 @pytest.mark.parametrize("opts, key", [

@@ -24,7 +24,7 @@ def test_single_process_gathers_its_own_results():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setting", ["reset_each_shift", "offline"])
+@pytest.mark.parametrize("setting", ["reset_each_shift", "offline", "continual", "gradual"])  # split; rank 0 alone
 def test_two_gloo_processes_give_the_single_process_table(tmp_path, mnist_data_dir, setting):
     cfg_file = tmp_path / "tiny.yaml"
     cfg_file.write_text(TINY)
