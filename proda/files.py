@@ -76,8 +76,11 @@ class _WriteErrors:
 
 
 def _megabytes(n: int) -> str:
-    """A size for a message, in MB with one decimal."""
-    return f"{n / 1e6:.1f} MB"
+    """A size for a message, with one decimal, in kB, MB or GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 1e3:.1f} kB"
 
 
 def write_error(path: str, err: OSError, written: int) -> OSError:
