@@ -199,7 +199,7 @@ def lock_logdir(opt: argparse.Namespace) -> Optional[FolderLock]:
         lock = FolderLock(opt.logdir)
         try:
             os.makedirs(opt.logdir, exist_ok=True)
-            lock.acquire(" ".join(shlex.quote(a) for a in sys.argv))
+            lock.acquire(shlex.join(getattr(sys, "orig_argv", sys.argv)))  # as typed: python -m proda.train ...
         except OptionError as err:
             lock, problem = None, str(err)
     if in_process_group():
