@@ -10,7 +10,6 @@ import contextlib
 import logging
 import os
 import random
-import shlex
 import signal
 import sys
 import threading
@@ -199,7 +198,7 @@ def lock_logdir(opt: argparse.Namespace) -> Optional[FolderLock]:
         lock = FolderLock(opt.logdir)
         try:
             os.makedirs(opt.logdir, exist_ok=True)
-            lock.acquire(shlex.join(getattr(sys, "orig_argv", sys.argv)))  # as typed: python -m proda.train ...
+            lock.acquire()
         except OptionError as err:
             lock, problem = None, str(err)
     if in_process_group():

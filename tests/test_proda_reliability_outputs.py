@@ -294,15 +294,14 @@ def test_a_second_run_into_a_busy_logdir_is_refused_and_a_killed_ones_lock_does_
     os.makedirs(logdir)
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from proda.files import FolderLock; "
-         "FolderLock(sys.argv[1]).acquire('python -m proda.train --logdir ' + sys.argv[1]); "
-         "print('locked', flush=True); time.sleep(120)", logdir],
+         "FolderLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)", logdir],
         cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         flags = common + ["--stage", "src_only", "--student_init", "random", "--resume_path", a, "--max_iters", "1",
                           "--logdir", logdir]
         refused(capsys, train, flags, f"--logdir {logdir} is in use by another run", f"pid {holder.pid} on host",
-                f"python -m proda.train --logdir {logdir}")
+                f"time.sleep(120)' {logdir}")  # its command line
         assert not os.path.exists(os.path.join(logdir, CKPT.format("current")))
     finally:
         holder.send_signal(signal.SIGKILL)
