@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from proda.distributed import in_process_group
+from proda.files import FolderLock
 from proda.metrics import runningScore
 from proda.options import parse_opt
-from proda.files import FolderLock
 from proda.utils import CheckpointError, OptionError, get_device, get_logger, set_trust_checkpoint
 
 # What the scripts that only run a trained model force (prototypes, pseudo labels, test):
@@ -199,8 +199,8 @@ def lock_logdir(opt: argparse.Namespace) -> Optional[FolderLock]:
         try:
             os.makedirs(opt.logdir, exist_ok=True)
             lock.acquire()
-        except OptionError as err:
-            lock, problem = None, str(err)
+        except (OptionError, OSError) as err:  # told to every process: none may wait at the broadcast
+            lock, problem = None, one_line(err)
     if in_process_group():
         shared = [problem]
         dist.broadcast_object_list(shared, src=0)

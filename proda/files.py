@@ -75,7 +75,7 @@ class _WriteErrors:
         return getattr(self.f, name)
 
 
-def _megabytes(n: int) -> str:
+def _size_text(n: int) -> str:
     """A size for a message, with one decimal, in kB, MB or GB."""
     for unit, scale in (("GB", 1e9), ("MB", 1e6)):
         if n >= scale:
@@ -90,11 +90,11 @@ def write_error(path: str, err: OSError, written: int) -> OSError:
     if err.errno == errno.ENOSPC:
         try:
             stat = os.statvfs(folder)
-            free = _megabytes(stat.f_bavail * stat.f_frsize)
+            free = _size_text(stat.f_bavail * stat.f_frsize)
         except OSError:
             free = "unknown"
         previous = os.path.getsize(path) if os.path.isfile(path) else 0
-        need = f"about {_megabytes(previous)}" if previous >= written else f"more than {_megabytes(written)}"
+        need = f"about {_size_text(previous)}" if previous >= written else f"more than {_size_text(written)}"
         return OSError(err.errno, f"no space left on the device to write {path}: it needs {need}, "
                                   f"{free} free in {folder}; the files already there are intact")
     if err.errno == errno.EROFS:

@@ -2,6 +2,7 @@
 
     python -m proda.train --config configs/gta2city_stage1.py [--flag value ...]
     torchrun --nproc_per_node=4 -m proda.train --config configs/gta2city_stage1.py
+    python -m proda.launch --nproc_per_node=4 -m proda.train ...   # torchrun, ending in one line
 
 Stages: warm_up (source CE + adversarial alignment), src_only (source CE only), stage1
 (prototype-rectified soft pseudo labels + prototype consistency), stage2 / stage3
@@ -10,8 +11,10 @@ evaluated on the target val split; the current and best checkpoints are written 
 dir in the reference format, the current one with everything needed to resume exactly (random
 state, data position, the inputs of the run). "best" is selected on that evaluation set, as the
 reference selects it; the final model is also kept as the last checkpoint (_last_model.pkl).
-Re-running the same command after an interruption resumes from it bit for bit; a finished run
-exits at once; a run whose inputs changed is refused (see docs/proda-reliability.md).
+Re-running the same command after an interruption (Ctrl-C, SIGTERM, a kill) resumes from it bit
+for bit, under torchrun too (each process's own state is saved); a finished run exits at once; a
+run whose inputs changed, or a second run into a log dir in use, is refused
+(see docs/proda-reliability.md).
 """
 from __future__ import annotations
 
@@ -19,19 +22,18 @@ import argparse
 import logging
 import os
 import time
-
-import torch.distributed as dist
 from typing import Dict, Optional
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from proda import engine, manifest
 from proda.data import create_dataset
+from proda.distributed import in_process_group
 from proda.metrics import averageMeter
 from proda.models.accumulation import freeze_bn_statistics
 from proda.models.adaptation_modelv2 import CustomModel
-from proda.distributed import in_process_group
 from proda.resume import (data_state, gather_process_states, load_process_state, process_state,
                           rng_state, set_rng_state)
 from proda.utils import (CheckpointError, OptionError, atomic_save, get_device, interrupts_deferred,
