@@ -6,10 +6,13 @@ stay short (the reference repeats `get_logger` and the validation loop in each s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import random
+import signal
 import sys
+import threading
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from proda.distributed import in_process_group
+from proda.files import FolderLock
 from proda.metrics import runningScore
 from proda.options import parse_opt
 from proda.utils import CheckpointError, OptionError, get_device, get_logger, set_trust_checkpoint
@@ -34,10 +38,53 @@ SYNTHIA_13_OF_16 = [0, 1, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
 
 
 INTERRUPTED_STATUS = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+TERMINATED_STATUS = 143  # ... and by SIGTERM (128 + 15): how clusters preempt a job
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run; the message says where and how to go on."""
+    """Ctrl-C or SIGTERM during a run; the message says where and how to go on."""
+
+    def __init__(self, message: str = "", status: int = INTERRUPTED_STATUS) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (preemption, `kill`, torchrun stopping its workers), raised like Ctrl-C."""
+
+    status = TERMINATED_STATUS
+
+
+_SIGNALLED = {"signum": None}  # the stop signal this process got, if any
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    """SIGTERM handler: end the run as Ctrl-C does (checkpoint writes hold it: files.interrupts_deferred)."""
+    _SIGNALLED["signum"] = signum
+    raise Terminated()
+
+
+def _note_sigint(signum: int, frame: Any) -> None:
+    """SIGINT handler: Python's KeyboardInterrupt, remembered."""
+    _SIGNALLED["signum"] = signum
+    raise KeyboardInterrupt()
+
+
+def stop_signal() -> Optional[int]:
+    """SIGINT or SIGTERM when this process was told to stop, else None."""
+    return _SIGNALLED["signum"]
+
+
+def interrupt_status(err: BaseException) -> int:
+    """Exit status of a run ended by `err` (a KeyboardInterrupt): 143 for SIGTERM, else 130."""
+    return getattr(err, "status", TERMINATED_STATUS if stop_signal() == signal.SIGTERM else INTERRUPTED_STATUS)
+
+
+def interrupted_message(where: str = "") -> str:
+    """The one line of a stopped run: which signal, where, and how to go on."""
+    what = "terminated (SIGTERM)" if stop_signal() == signal.SIGTERM else "interrupted"
+    return f"{what} {where}; rerun the same command to resume" if where else \
+        f"{what}; rerun the same command to continue"
 
 
 def user_errors() -> Tuple[type, ...]:
@@ -72,13 +119,26 @@ def unwritable(path: str) -> Optional[str]:
     return None if os.access(target, os.W_OK | os.X_OK) else f"cannot be written: {target} is not writable"
 
 
-def check_outputs(opt: argparse.Namespace, outputs: Sequence[str]) -> None:
-    """Refuse, before any work, output paths (--logdir and the entry's own) that cannot be written."""
+def check_outputs(opt: argparse.Namespace, outputs: Sequence[str], allow_readonly_logdir: bool = False) -> None:
+    """Refuse, before any work, output paths (--logdir and the entry's own) that cannot be written.
+
+    `allow_readonly_logdir`: an existing read-only --logdir is left to the entry (a finished
+    training run there is reported as finished; anything else is refused by check_logdir_writable).
+    """
     for key in ("logdir", *outputs):
         path = getattr(opt, key)
         why = unwritable(path) if path else None
+        if why and key == "logdir" and allow_readonly_logdir and os.path.isdir(path):
+            continue
         if why:
             raise OptionError(f"--{key} {path} {why}")
+
+
+def check_logdir_writable(opt: argparse.Namespace) -> None:
+    """The refusal check_outputs left to the entry: --logdir must be writable for work to start."""
+    why = unwritable(opt.logdir)
+    if why:
+        raise OptionError(f"--logdir {opt.logdir} {why}")
 
 
 def seed_everything(seed: int) -> None:
@@ -115,22 +175,87 @@ def barrier() -> None:
         dist.barrier()
 
 
+def peer_failure(err: BaseException) -> bool:
+    """True for the error a collective raises when another process of the run died or stopped."""
+    if not in_process_group() or not isinstance(err, RuntimeError):
+        return False
+    backend_error = getattr(dist, "DistBackendError", ())
+    text = str(err)
+    return (bool(backend_error) and isinstance(err, backend_error)) or any(
+        key in text for key in ("Connection closed by peer", "Connection reset by peer", "gloo", "NCCL",
+                                "Broken pipe", "Socket Timeout"))
+
+
+def lock_logdir(opt: argparse.Namespace) -> Optional[FolderLock]:
+    """One training run per log dir: rank 0 takes the lock, every process learns whether it could.
+
+    A second run would delete the first one's in-flight temporary checkpoint files and
+    overwrite its checkpoints; it is refused in one line naming the run that holds the folder.
+    The other ranks exit with the same status and leave the line to rank 0.
+    """
+    lock, problem = None, None
+    if is_main_process():
+        lock = FolderLock(opt.logdir)
+        try:
+            os.makedirs(opt.logdir, exist_ok=True)
+            lock.acquire()
+        except (OptionError, OSError) as err:  # told to every process: none may wait at the broadcast
+            lock, problem = None, one_line(err)
+    if in_process_group():
+        shared = [problem]
+        dist.broadcast_object_list(shared, src=0)
+        problem = shared[0]
+    if problem:
+        raise OptionError(problem) if is_main_process() else QuietExit(2)
+    return lock
+
+
+class QuietExit(Exception):
+    """A non-main process ends with this status; the main process reports why."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def _thread_errors(args: threading.ExceptHookArgs) -> None:
+    """Background threads' OS errors (tensorboard's event writer on a full or read-only disk) are
+    not printed: the main thread meets the same error at its next write and reports it in one line."""
+    if issubclass(args.exc_type, OSError):
+        return
+    threading.__excepthook__(args)
+
+
 def run(main: Callable[[argparse.Namespace, logging.Logger], None], description: str,
         argv: Optional[Sequence[str]] = None, entry: Optional[str] = None,
-        overrides: Optional[Mapping[str, Any]] = None, outputs: Sequence[str] = ()) -> None:
+        overrides: Optional[Mapping[str, Any]] = None, outputs: Sequence[str] = (),
+        lock: bool = False) -> None:
     """Parse and resolve the options (frozen), set up distributed mode and logging, run `main`,
     report user errors in one line.
 
     `entry` names the entry point (its --help groups), `overrides` are option values it forces
     (INFERENCE_OPTIONS), `outputs` the options (besides --logdir) whose paths it writes; they
-    are checked before any work. A user error exits 1 (2 for contradicting options), Ctrl-C 130.
+    are checked before any work. `lock`: one run per --logdir (lock_logdir). A user error exits
+    1 (2 for contradicting options), Ctrl-C 130, SIGTERM 143 (both after the checkpoint set being
+    written is complete); under torchrun, a process whose peer died exits 1 with one line.
     """
     opt = parse_opt(argv, description=description, entry=entry, overrides=overrides)
-    logger = None
+    logger, folder_lock = None, None
     set_trust_checkpoint(opt.trust_checkpoint)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    thread_hook = threading.excepthook
+    main_thread = threading.current_thread() is threading.main_thread()
+    if main_thread:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+        signal.signal(signal.SIGINT, _note_sigint)
+    threading.excepthook = _thread_errors
+    log_errors, logging.raiseExceptions = logging.raiseExceptions, False  # no "--- Logging error ---" traceback
+    _SIGNALLED["signum"] = None
     try:
-        check_outputs(opt, outputs)
+        check_outputs(opt, outputs, allow_readonly_logdir=lock)
         init_distributed(opt)
+        if lock and not unwritable(opt.logdir):
+            folder_lock = lock_logdir(opt)
         logger = get_logger(opt.logdir, console=is_main_process())
         if not is_main_process():
             logger.setLevel(logging.WARNING)
@@ -138,16 +263,35 @@ def run(main: Callable[[argparse.Namespace, logging.Logger], None], description:
         logger.info("options: %s", vars(opt))
         main(opt, logger)
     except KeyboardInterrupt as err:
-        report(logger, str(err) if isinstance(err, Interrupted) else
-               "interrupted; rerun the same command to continue", prefix="")
-        sys.exit(INTERRUPTED_STATUS)
+        if is_main_process():  # under torchrun every process gets the signal: one line is enough
+            report(logger, str(err) if isinstance(err, Interrupted) else
+                   interrupted_message(), prefix="")
+        sys.exit(interrupt_status(err))
+    except QuietExit as err:
+        sys.exit(err.status)
     except user_errors() as err:
         report(logger, f"error: {one_line(err)}")
         sys.exit(2 if isinstance(err, OptionError) else 1)
+    except Exception as err:  # noqa: BLE001 - only the two cases below; anything else is a bug
+        if stop_signal() is not None:  # a collective broken by a peer that stopped on the same signal
+            sys.exit(interrupt_status(err))
+        if peer_failure(err):
+            report(logger, f"error: another process of this torchrun run failed ({one_line(err)}); "
+                           "rerun the same command to resume from the last checkpoint")
+            sys.exit(1)
+        raise
     finally:
         set_trust_checkpoint(False)
+        threading.excepthook = thread_hook
+        logging.raiseExceptions = log_errors
+        if main_thread:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        if folder_lock is not None:
+            folder_lock.release()
         if in_process_group():
-            dist.destroy_process_group()
+            with contextlib.suppress(Exception):  # a dead peer must not turn the exit into a traceback
+                dist.destroy_process_group()
 
 
 def report(logger: Optional[logging.Logger], message: str, prefix: Optional[str] = None) -> None:

@@ -162,3 +162,32 @@ def load_data_state(datasets: Any, state: Optional[Dict[str, Any]]) -> None:
     """Put the source provider back where data_state() found it."""
     if state is not None:
         datasets.source_train_loader.load_state_dict(state["source"])
+
+
+# ----------------------------------------------------------------------------- per process
+
+def process_state(datasets: Any, nets: Dict[str, torch.nn.Module]) -> Dict[str, Any]:
+    """What differs between the processes of a torchrun run: random state, data position and the
+    buffers of every network (batch-norm statistics are updated on each process's own batch)."""
+    return {"rng": rng_state(), "data": data_state(datasets),
+            "buffers": {name: {k: v.detach().cpu().clone() for k, v in net.named_buffers()}
+                        for name, net in nets.items()}}
+
+
+def gather_process_states(state: Dict[str, Any]) -> Optional[list]:
+    """Every process's process_state, in rank order, on rank 0 (None on the others); a list of
+    one without a process group."""
+    if not in_process_group():
+        return [state]
+    states = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(state, states, dst=0)
+    return states
+
+
+def load_process_state(state: Dict[str, Any], datasets: Any, nets: Dict[str, torch.nn.Module]) -> None:
+    """Put this process's buffers and data position back (its random state: set_rng_state, last)."""
+    for name, buffers in state.get("buffers", {}).items():
+        named = dict(nets[name].named_buffers())
+        for key, value in buffers.items():
+            named[key].copy_(value)
+    load_data_state(datasets, state.get("data"))

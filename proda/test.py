@@ -34,8 +34,9 @@ def prediction_writer(folder: str, decode_segmap):
     def save(batch: dict, pred: torch.Tensor) -> None:
         for path, label in zip(batch["img_path"], pred.cpu().numpy()):
             stem = os.path.splitext(os.path.basename(path))[0]
-            rgb = (decode_segmap(label) * 255).astype(np.uint8)
-            Image.fromarray(rgb).save(os.path.join(folder, stem + "_pred.png"))
+            image = Image.fromarray((decode_segmap(label) * 255).astype(np.uint8))
+            # atomic: a full disk or a kill never leaves a truncated or 0-byte PNG
+            atomic_write(os.path.join(folder, stem + "_pred.png"), lambda f, im=image: im.save(f, format="PNG"))
     return save
 
 

@@ -2,6 +2,7 @@
 
     python -m proda.train --config configs/gta2city_stage1.py [--flag value ...]
     torchrun --nproc_per_node=4 -m proda.train --config configs/gta2city_stage1.py
+    python -m proda.launch --nproc_per_node=4 -m proda.train ...   # torchrun, ending in one line
 
 Stages: warm_up (source CE + adversarial alignment), src_only (source CE only), stage1
 (prototype-rectified soft pseudo labels + prototype consistency), stage2 / stage3
@@ -10,8 +11,10 @@ evaluated on the target val split; the current and best checkpoints are written 
 dir in the reference format, the current one with everything needed to resume exactly (random
 state, data position, the inputs of the run). "best" is selected on that evaluation set, as the
 reference selects it; the final model is also kept as the last checkpoint (_last_model.pkl).
-Re-running the same command after an interruption resumes from it bit for bit; a finished run
-exits at once; a run whose inputs changed is refused (see docs/proda-reliability.md).
+Re-running the same command after an interruption (Ctrl-C, SIGTERM, a kill) resumes from it bit
+for bit, under torchrun too (each process's own state is saved); a finished run exits at once; a
+run whose inputs changed, or a second run into a log dir in use, is refused
+(see docs/proda-reliability.md).
 """
 from __future__ import annotations
 
@@ -22,14 +25,17 @@ import time
 from typing import Dict, Optional
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from proda import engine, guards, manifest
 from proda.data import create_dataset
+from proda.distributed import in_process_group
 from proda.metrics import averageMeter
 from proda.models.accumulation import freeze_bn_statistics
 from proda.models.adaptation_modelv2 import CustomModel
-from proda.resume import data_state, load_data_state, rng_state, set_rng_state
+from proda.resume import (data_state, gather_process_states, load_process_state, process_state,
+                          rng_state, set_rng_state)
 from proda.utils import (CheckpointError, OptionError, atomic_save, get_device, interrupts_deferred,
                          load_checkpoint, remove_stale_temp_files)
 
@@ -61,8 +67,17 @@ def learning_rates(model: CustomModel) -> Dict[str, float]:
     return rates
 
 
+def process_nets(model: CustomModel) -> Dict[str, torch.nn.Module]:
+    """The networks whose buffers each process keeps for itself (the trained ones and the EMA network)."""
+    nets = {net.__class__.__name__: net for net in model.nets}
+    if model.opt.ema:
+        nets["ema"] = model.BaseNet_ema
+    return nets
+
+
 def save_checkpoints(model: CustomModel, datasets, opt: argparse.Namespace, iou: float,
-                     inputs: dict, logger: logging.Logger, last: bool = False) -> None:
+                     inputs: dict, logger: logging.Logger, last: bool = False,
+                     processes: Optional[list] = None) -> None:
     """Write the current checkpoint (with resume state), when mIoU did not drop the best one, and
     after the final iteration (`last`) the last one.
 
@@ -70,6 +85,8 @@ def save_checkpoints(model: CustomModel, datasets, opt: argparse.Namespace, iou:
     The current file is written first and names the best one; a kill between the two writes
     leaves a best file that resume() rewrites from the current one (they hold the same model);
     a kill before the last file is written leaves it to repair_last (a rerun of the finished run).
+    `processes`: every process's own state (resume.process_state, rank order), saved as
+    'processes' in the resume state so that a torchrun run resumes each process exactly.
     """
     is_best = iou >= model.best_iou
     if is_best:
@@ -78,8 +95,9 @@ def save_checkpoints(model: CustomModel, datasets, opt: argparse.Namespace, iou:
     # as the reference: 'iter' is the next iteration and both files' 'best_iou' is this mIoU
     checkpoint = model.reference_checkpoint(iters=model.iter + 1, best_iou=iou)
     state = {**model.training_state(), "rng": rng_state(), "data": data_state(datasets), "inputs": inputs,
-             "best": getattr(model, "best_record", None)}
-    with interrupts_deferred():  # Ctrl-C lands after the whole set is written
+             "best": getattr(model, "best_record", None),
+             "processes": processes if processes is not None else [process_state(datasets, process_nets(model))]}
+    with interrupts_deferred():  # Ctrl-C and SIGTERM land after the whole set is written
         atomic_save({**checkpoint, "resume": state}, engine.model_file(opt, "current"))
         if is_best:
             atomic_save(checkpoint, engine.model_file(opt, "best"))
@@ -123,9 +141,11 @@ def validation(model: CustomModel, datasets, opt: argparse.Namespace, logger: lo
 
 def checkpoint_after_validation(model: CustomModel, datasets, opt: argparse.Namespace, iou: Optional[float],
                                 inputs: dict, logger: logging.Logger, last: bool = False) -> None:
-    """Write the checkpoints of a validation (main process) once the schedules have stepped."""
+    """Write the checkpoints of a validation (main process) once the schedules have stepped, with
+    every process's own state (gathered from all of them)."""
+    processes = gather_process_states(process_state(datasets, process_nets(model)))
     if iou is not None:
-        save_checkpoints(model, datasets, opt, iou, inputs, logger, last=last)
+        save_checkpoints(model, datasets, opt, iou, inputs, logger, last=last, processes=processes)
         logger.info("Best iou until now is %.4f", model.best_iou)
     engine.barrier()
 
@@ -173,8 +193,9 @@ def resume(model: CustomModel, datasets, opt: argparse.Namespace, inputs: dict, 
     """Continue an interrupted run from the current checkpoint in the log dir, if there is one:
     model, optimisers, schedules, prototypes, data position and random state (restored last)."""
     path = engine.model_file(opt, "current")
-    for target in (path, engine.model_file(opt, "best")):
-        remove_stale_temp_files(target)  # left by a kill during a write
+    if not engine.unwritable(opt.logdir):  # a read-only log dir holds a finished run at most
+        for target in (path, engine.model_file(opt, "best")):
+            remove_stale_temp_files(target)  # left by a kill during a write
     if opt.restart or not os.path.isfile(path):
         return
     checkpoint = load_checkpoint(path, what="current checkpoint",
@@ -186,14 +207,30 @@ def resume(model: CustomModel, datasets, opt: argparse.Namespace, inputs: dict, 
     manifest.check_training_inputs(state.get("inputs"), inputs, opt.logdir)
     model.load_training_state(state)
     model.best_record = state.get("best")
-    if engine.is_main_process():
+    if engine.is_main_process() and not engine.unwritable(opt.logdir):
         repair_best(opt, checkpoint, logger)
-    load_data_state(datasets, state.get("data"))
+    own = own_process_state(state, logger)
     try:
-        set_rng_state(state["rng"])
+        load_process_state(own, datasets, process_nets(model))
+        set_rng_state(own["rng"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: its random-number state does not load ({err})") from None
+        raise CheckpointError(f"{path}: its per-process state does not load ({err})") from None
     logger.info("resumed from %s at iteration %d (best mIoU %.4f)", path, model.iter, model.best_iou)
+
+
+def own_process_state(state: dict, logger: logging.Logger) -> dict:
+    """This process's saved state: its own entry of 'processes' when the run has as many processes
+    as the one that saved it; otherwise (another process count, or a file of an earlier version
+    holding rank 0's state only) the shared one, and the resume is not bit-exact."""
+    processes = state.get("processes") or []
+    world, rank = (dist.get_world_size(), dist.get_rank()) if in_process_group() else (1, 0)
+    if len(processes) == world:
+        return processes[rank]
+    if world > 1 or len(processes) > 1:
+        logger.warning("the checkpoint was written by %s process(es), this run has %d: each process "
+                       "resumes from rank 0's random state and data position (not bit-exact)",
+                       len(processes) or "an unknown number of", world)
+    return processes[0] if processes else {"rng": state["rng"], "data": state.get("data")}
 
 
 def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
@@ -214,14 +251,16 @@ def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
         total = min(total, opt.max_iters)
     if model.iter >= total:
         logger.info("training already finished (%d / %d iterations): nothing to do", model.iter, total)
-        if engine.is_main_process():
+        if engine.is_main_process() and not engine.unwritable(opt.logdir):
             repair_last(opt, logger)
         return
     guards.check_schedule(opt, total)  # refuses iterations past --train_iters (learning rate 0)
+    engine.check_logdir_writable(opt)  # a read-only log dir was let through for a finished run only
     try:
         run_iterations(model, datasets, opt, total, inputs, logger, device)
-    except KeyboardInterrupt:
-        raise engine.Interrupted(f"interrupted at iteration {model.iter}; rerun the same command to resume") from None
+    except KeyboardInterrupt as err:
+        raise engine.Interrupted(engine.interrupted_message(f"at iteration {model.iter}"),
+                                 status=engine.interrupt_status(err)) from None
     logger.info("finished %s after %d iterations; best mIoU %.2f%%", opt.stage, model.iter, model.best_iou * 100)
 
 
@@ -299,7 +338,7 @@ def run_iterations(model: CustomModel, datasets, opt: argparse.Namespace, total:
 
 def main(argv=None) -> None:
     """Command-line entry point."""
-    engine.run(train, description=__doc__.splitlines()[0], argv=argv, entry="train")
+    engine.run(train, description=__doc__.splitlines()[0], argv=argv, entry="train", lock=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,11 @@ def get_logger(logdir: str, console: bool = True) -> logging.Logger:
         handler.close()
     stamp = datetime.datetime.now().strftime("%Y_%m_%d_%H_%M_%S")
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    handlers = [logging.FileHandler(os.path.join(logdir, f"run_{stamp}.log"))]
+    handlers: List[logging.Handler] = []
+    try:
+        handlers.append(logging.FileHandler(os.path.join(logdir, f"run_{stamp}.log")))
+    except OSError:  # a read-only log dir (a finished run looked at again): the console only
+        pass
     if console:
         handlers.append(logging.StreamHandler())
     for handler in handlers:

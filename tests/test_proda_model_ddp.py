@@ -83,3 +83,43 @@ def test_ddp_stage1_step_keeps_students_and_prototypes_identical(tmp_path):
     assert torch.equal(first["protos"], second["protos"])
     # parameters only: CPU runs use plain BatchNorm2d, whose running statistics stay per process
     assert all(torch.equal(v, second["student"][k]) for k, v in first["student"].items())
+
+
+class Provider:
+    """Stands in for the endless source provider: a position per process."""
+
+    def __init__(self, rank):
+        self.rank = rank
+
+    def state_dict(self):
+        return {"epoch": 0, "iteration": 3 + self.rank}
+
+    def load_state_dict(self, state):
+        self.loaded = state
+
+
+def process_state_worker(rank, init_file, out_dir):
+    """Each process's random state and BN statistics differ; gather them on rank 0 in rank order."""
+    from types import SimpleNamespace
+    from proda.resume import gather_process_states, process_state
+    join(rank, init_file)
+    torch.manual_seed(100 + rank)
+    net = torch.nn.BatchNorm1d(3)
+    net(torch.randn(4, 3))  # running statistics of this process's own batch
+    states = gather_process_states(process_state(SimpleNamespace(source_train_loader=Provider(rank)), {"net": net}))
+    if rank == 0:
+        torch.save(states, os.path.join(out_dir, "states.pt"))
+    torch.save({"rng": torch.get_rng_state(), "mean": net.running_mean}, os.path.join(out_dir, f"{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_every_process_state_is_gathered_in_rank_order(tmp_path):
+    """What a torchrun checkpoint saves per process (issue 17): its own random state, data
+    position and buffers, so that each process of a resumed run starts where it stood."""
+    own = run_two(process_state_worker, tmp_path, start_method="fork")
+    states = torch.load(tmp_path / "states.pt", weights_only=True)
+    assert len(states) == WORLD and not torch.equal(states[0]["rng"]["torch"], states[1]["rng"]["torch"])
+    for rank, state in enumerate(states):
+        assert torch.equal(state["rng"]["torch"], own[rank]["rng"])
+        assert torch.equal(state["buffers"]["net"]["running_mean"], own[rank]["mean"])
+        assert state["data"]["source"]["iteration"] == 3 + rank

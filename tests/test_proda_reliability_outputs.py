@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from proda import calc_prototype, generate_pseudo_label, train
+from proda import test as proda_test
 from proda.demo.synthetic import generate
 from proda.manifest import MANIFEST
 from proda.models.deeplabv2 import Deeplab
@@ -144,3 +145,172 @@ def test_the_shell_helpers_modules_do_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------------------- full and read-only disks (issue 17)
+# Simulated at the OS boundary, in-process (as root, chmod stops nothing): os.fdopen (the file of
+# every atomic write) and io.open (tensorboard's event writer) raise the OSError a full disk or a
+# read-only file system raises, for the matching paths only, once the run has written its first
+# checkpoint (mid-run), or from the start.
+
+class FailingFile:
+    """A real file whose writes fail with `error_number` after `budget` bytes (a disk filling up)."""
+
+    def __init__(self, f, error_number, budget):
+        self.f, self.error_number, self.budget = f, error_number, budget
+
+    def write(self, data):
+        """Write while the budget lasts, then fail as the OS does."""
+        if len(data) > self.budget:
+            raise OSError(self.error_number, os.strerror(self.error_number))
+        self.budget -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def failing_disk(monkeypatch, pattern, error_number, budget=100, after=None):
+    """Writes to files whose path (or target path, for atomic writes) contains `pattern` fail with
+    `error_number`, once the file `after` exists (None: at once)."""
+    import builtins
+    import io
+    real_fdopen, real_open = os.fdopen, io.open
+
+    def active(path):
+        return pattern in str(path) and (after is None or os.path.exists(after))
+
+    def fdopen(fd, *a, **kw):
+        f = real_fdopen(fd, *a, **kw)
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        return FailingFile(f, error_number, budget) if active(path) else f
+
+    def open_(file, mode="r", *a, **kw):
+        if isinstance(file, (str, bytes, os.PathLike)) and any(m in mode for m in "wax+") and active(file):
+            raise OSError(error_number, os.strerror(error_number), str(file))
+        return real_open(file, mode, *a, **kw)
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+    monkeypatch.setattr(io, "open", open_)
+    monkeypatch.setattr(builtins, "open", open_)
+
+
+def no_temp_or_empty_files(folder):
+    """Nothing half-written under `folder`: no temporary file of an atomic write, no 0-byte file
+    (the lock file, which is rewritten in place, excepted)."""
+    bad = []
+    for dirpath, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            if name.startswith(".tmp_") or (os.path.getsize(path) == 0 and name != ".lock"):
+                bad.append(path)
+    return bad
+
+
+def test_a_full_disk_during_a_checkpoint_write_names_the_path_and_the_space(tmp_path, monkeypatch):
+    """torch.save turned ENOSPC into "RuntimeError: [enforce fail at inline_container.cc] unexpected
+    pos"; atomic_write reports the OSError it got, the space, and leaves the previous file intact."""
+    from proda.utils import atomic_save
+    path = str(tmp_path / "ckpt.pkl")
+    atomic_save({"w": torch.arange(10_000.0)}, path)
+    before = open(path, "rb").read()
+    failing_disk(monkeypatch, "ckpt.pkl", 28, budget=4096)
+    with pytest.raises(OSError) as info:
+        atomic_save({"w": torch.zeros(10_000)}, path)
+    text = str(info.value)
+    assert info.value.errno == 28 and path in text and f"it needs about {os.path.getsize(path) / 1e3:.1f} kB" in text and " free in " in text
+    assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["ckpt.pkl"]
+
+
+# (name, entry, file pattern, errno, mid-run, text of the last line)
+DISK_CASES = [
+    ("checkpoint-disk-full", "train", "current_model.pkl", 28, False, "no space left on the device to write"),
+    ("checkpoint-disk-full-mid-run", "train", "current_model.pkl", 28, True, "B free in"),
+    ("checkpoint-read-only-mid-run", "train", "_model.pkl", 30, True, "is on a read-only file system"),
+    ("tensorboard-read-only-mid-run", "train", "events.out.tfevents", 30, True, "Read-only file system"),
+    ("save-pred-disk-full", "test", "_pred.png", 28, False, "no space left on the device to write"),
+]
+
+
+SLOW_DISK_CASES = {"tensorboard-read-only-mid-run"}  # its writer flushes at the end: a whole run
+
+
+@pytest.mark.parametrize("name, entry, pattern, error_number, mid_run, text",
+                         [pytest.param(*c, id=c[0], marks=pytest.mark.slow if c[0] in SLOW_DISK_CASES else ())
+                          for c in DISK_CASES])
+def test_full_and_read_only_disks_end_in_one_line(world, capsys, monkeypatch, name, entry, pattern,
+                                                  error_number, mid_run, text):
+    root, a, _, common = world
+    logdir = str(root / "logs" / f"disk_{name}")
+    flags = common + ["--logdir", logdir]
+    after = os.path.join(logdir, CKPT.format("current")) if mid_run else None
+    if entry == "train":
+        flags += ["--stage", "src_only", "--student_init", "random", "--resume_path", a, "--max_iters", "2",
+                  "--val_interval", "1"]
+        run, out = train, logdir
+    else:
+        out = str(root / f"preds_{name}")
+        flags += ["--resume_path", a, "--save_pred", out]
+        run = proda_test
+    failing_disk(monkeypatch, pattern, error_number, after=after)
+    with pytest.raises(SystemExit) as exit_info:
+        run.main(flags)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and "Traceback" not in err and "Logging error" not in err, err[-3000:]
+    assert text in err.strip().splitlines()[-1], err[-1000:]
+    assert not no_temp_or_empty_files(out) and not no_temp_or_empty_files(logdir)
+    if mid_run and "_model" in pattern:  # the checkpoint written before the disk failed is intact
+        assert torch.load(after, weights_only=True)["iter"] >= 1
+
+
+@pytest.mark.slow  # three starts of a training run: ~15 s on a loaded 2-core machine
+def test_a_finished_run_in_a_read_only_folder_is_reported_finished(world, capsys, monkeypatch):
+    root, a, _, common = world
+    logdir = str(root / "logs" / "finished_ro")
+    flags = common + ["--stage", "src_only", "--student_init", "random", "--resume_path", a, "--logdir", logdir,
+                      "--max_iters", "1"]
+    train.main(flags)
+    files = stamps(logdir)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p).startswith(logdir) and mode & os.W_OK
+                        else real_access(p, mode, **kw))
+    failing_disk(monkeypatch, logdir, 30)  # anything written there fails, as on a read-only mount
+    train.main(flags)  # no error: nothing to do
+    assert "training already finished" in capsys.readouterr().err
+    refused(capsys, train, flags[:-1] + ["2"], f"--logdir {logdir} is not writable")  # more to do: refused
+    assert stamps(logdir) == files
+
+
+# ----------------------------------------------------------------------------- one run per log dir (issue 17)
+
+def test_a_second_run_into_a_busy_logdir_is_refused_and_a_killed_ones_lock_does_not_block(world, capsys):
+    """The first run here is a real second process holding the log dir's lock (what train does
+    first); the second is this process's train.main. Killing the holder frees the folder."""
+    import signal
+    import time
+    root, a, _, common = world
+    logdir = str(root / "logs" / "busy")
+    os.makedirs(logdir)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from proda.files import FolderLock; "
+         "FolderLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)", logdir],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        flags = common + ["--stage", "src_only", "--student_init", "random", "--resume_path", a, "--max_iters", "1",
+                          "--logdir", logdir]
+        refused(capsys, train, flags, f"--logdir {logdir} is in use by another run", f"pid {holder.pid} on host",
+                f"time.sleep(120)' {logdir}")  # its command line
+        assert not os.path.exists(os.path.join(logdir, CKPT.format("current")))
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    time.sleep(0.1)
+    train.main(flags)  # the dead holder's lock file is still there; its lock is not
+    assert os.path.isfile(os.path.join(logdir, CKPT.format("current")))

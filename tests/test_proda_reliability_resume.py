@@ -109,6 +109,31 @@ def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+class TerminateWhenPickled:
+    """Pickles as an empty OrderedDict, sending this process a SIGTERM on the way (a preemption)."""
+
+    def __reduce__(self):
+        signal.raise_signal(signal.SIGTERM)
+        return collections.OrderedDict, ()
+
+
+def test_sigterm_during_a_checkpoint_set_lands_after_it(tmp_path):
+    """Preemption is SIGTERM: held like Ctrl-C until the set is written, then delivered to the
+    handler engine.run installs (Terminated, exit 143), with no temp file left."""
+    from proda import engine
+    previous = signal.signal(signal.SIGTERM, engine._raise_terminated)
+    try:
+        with pytest.raises(engine.Terminated):
+            with interrupts_deferred():
+                atomic_save({"x": TerminateWhenPickled()}, str(tmp_path / "current.pkl"))
+                atomic_save({"w": torch.ones(2)}, str(tmp_path / "best.pkl"))
+        assert sorted(os.listdir(tmp_path)) == ["best.pkl", "current.pkl"]
+        assert signal.getsignal(signal.SIGTERM) is engine._raise_terminated
+        assert engine.interrupt_status(engine.Terminated()) == 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_ctrl_c_waits_for_every_file_of_a_checkpoint_set(tmp_path):
     """Nested holds share the outermost one: the interrupt comes after the last file."""
     with pytest.raises(KeyboardInterrupt):
@@ -156,18 +181,21 @@ def reference(tree):
     return str(tree / "logs" / "ref"), flags
 
 
-@pytest.mark.parametrize("workers", ["0", pytest.param("2", marks=pytest.mark.slow)])
-def test_sigint_then_rerun_equals_uninterrupted(tree, reference, workers):
+@pytest.mark.parametrize("sig, workers", [("SIGINT", "0"), pytest.param("SIGINT", "2", marks=pytest.mark.slow),
+                                          pytest.param("SIGTERM", "0", marks=pytest.mark.slow)])
+def test_sigint_then_rerun_equals_uninterrupted(tree, reference, sig, workers):
+    """Ctrl-C, and SIGTERM as a cluster preempts (then requeues the same command)."""
     ref_dir, ref_flags = reference
-    flags = args(tree, "src_only", f"sigint{workers}", "--max_iters", "4", "--val_interval", "2",
+    flags = args(tree, "src_only", f"{sig}{workers}", "--max_iters", "4", "--val_interval", "2",
                  "--num_workers", workers)
-    logdir = str(tree / "logs" / f"sigint{workers}")
-    status, err = interrupt_after_checkpoint(flags, logdir, signal.SIGINT)
-    assert status == 130, f"exit status {status}; stderr ends: {err[-2000:]}"
+    logdir = str(tree / "logs" / f"{sig}{workers}")
+    status, err = interrupt_after_checkpoint(flags, logdir, getattr(signal, sig))
+    assert status == {"SIGINT": 130, "SIGTERM": 143}[sig], f"exit status {status}; stderr ends: {err[-2000:]}"
     lines = err.strip().splitlines()
-    assert lines[-1].startswith("interrupted at iteration ") and lines[-1].endswith(
+    what = {"SIGINT": "interrupted", "SIGTERM": "terminated (SIGTERM)"}[sig]
+    assert lines[-1].startswith(f"{what} at iteration ") and lines[-1].endswith(
         "; rerun the same command to resume")
-    assert "Traceback" not in err
+    assert "Traceback" not in err and not [n for n in os.listdir(logdir) if n.startswith(".tmp_")]
     assert load(logdir, "current")["resume"]["iter"] < 4  # it really stopped early
     run_train(flags)
     assert run_diff(ref_dir, logdir) == 0.0
@@ -233,3 +261,112 @@ def test_stage1_resume_is_exact_and_repairs_the_best_file(tree):
     shutil.copy(early_best, warmup)
     train.main(start_flags)  # "finished", after repairing the best file from the current one
     assert max_abs_diff(intact, load(str(tree / "logs" / "start"), "best")) == 0.0
+
+
+# ----------------------------------------------------------------------------- torchrun (issue 17)
+
+def launch_train(flags, nproc=2):
+    """Start `python -m proda.launch` (torchrun's arguments) with `nproc` CPU processes, in a
+    session of its own (so that a Ctrl-C can reach the whole group, as a terminal sends it)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES="")
+    command = [sys.executable, "-m", "proda.launch", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "proda.train", *flags]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def worker_pid(launcher, rank):
+    """The pid of the training process of `rank` started by `launcher` (read from /proc)."""
+    for _ in range(2000):
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == launcher.pid:
+                continue
+            try:
+                environ = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if b"proda.train" in cmdline and f"RANK={rank}".encode() in environ and \
+                    f"TORCHELASTIC_RUN_ID".encode() in b" ".join(environ):
+                return int(pid)
+        time.sleep(0.01)
+    raise AssertionError("no worker process found")
+
+
+def send_to(target):
+    """How a test stops a torchrun run: Ctrl-C to the terminal's process group, SIGTERM to the
+    launcher (a cluster's preemption), SIGKILL of one process (the OOM killer)."""
+    def send(proc):
+        if target == "SIGINT":
+            os.killpg(proc.pid, signal.SIGINT)
+        elif target == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.kill(worker_pid(proc, 1), signal.SIGKILL)
+    return send
+
+
+def stop_after_checkpoint(start, send, logdir, total=4, tries=3):
+    """Start a run, stop it with send(proc) once its first current checkpoint exists; returns
+    (status, stderr). Retried from scratch when the signal landed after the last checkpoint."""
+    path = os.path.join(logdir, CKPT.format("current"))
+    for _ in range(tries):
+        shutil.rmtree(logdir, ignore_errors=True)
+        proc = start()
+        deadline = time.time() + 600
+        while not os.path.exists(path) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        if proc.poll() is None:
+            send(proc)
+        _, err = proc.communicate(timeout=600)
+        if os.path.exists(path) and load(logdir, "current")["resume"]["iter"] < total:
+            break
+    return proc.returncode, err
+
+
+@pytest.fixture(scope="module")
+def ddp_reference(tree):
+    """Uninterrupted two-process source-only run: 4 iterations, checkpoints at 1, 3 and 4."""
+    flags = args(tree, "src_only", "ddp_ref", "--max_iters", "4", "--val_interval", "2", "--num_workers", "0")
+    proc = launch_train(flags)
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    return str(tree / "logs" / "ddp_ref")
+
+
+# (signal, exit status of the launcher, its last line starts with)
+TORCHRUN_STOPS = [("SIGINT", 130, "interrupted at iteration "),
+                  ("SIGTERM", 143, "terminated (SIGTERM) at iteration "),
+                  ("SIGKILL", 137, "proda.launch: the process of rank 1 (pid ")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how, status, line", TORCHRUN_STOPS, ids=[s[0] for s in TORCHRUN_STOPS])
+def test_torchrun_stop_then_rerun_equals_uninterrupted(tree, ddp_reference, how, status, line):
+    """Two processes (gloo): each process's random state (the classifier's dropout draws from
+    it), data position and batch-norm statistics are saved and restored, so the rerun ends with
+    every tensor of the current and best checkpoints (weights, optimisers, schedules, prototypes,
+    best record, each process's state) equal to the uninterrupted run's."""
+    name = f"ddp_{how}"
+    flags = args(tree, "src_only", name, "--max_iters", "4", "--val_interval", "2", "--num_workers", "0")
+    logdir = str(tree / "logs" / name)
+    got, err = stop_after_checkpoint(lambda: launch_train(flags), send_to(how), logdir)
+    assert got == status, f"exit status {got}; stderr ends: {err[-2000:]}"
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(line), err[-2000:]
+    assert not [n for n in os.listdir(logdir) if n.startswith(".tmp_")]
+    assert load(logdir, "current")["resume"]["iter"] < 4  # it really stopped early
+    proc = launch_train(flags)
+    _, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err[-3000:]
+    assert len(load(logdir, "current")["resume"]["processes"]) == 2
+    assert run_diff(ddp_reference, logdir) == 0.0
+
+
+@pytest.mark.slow
+def test_torchrun_options_are_checked_before_any_process_starts(tree):
+    flags = args(tree, "src_only", "ddp_bs3", "--bs", "3", "--num_workers", "0")
+    proc = launch_train(flags)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert err.strip().splitlines() == [
+        "train.py: error: --bs 3 is the total batch size and must be divisible by the 2 processes"]
