@@ -59,7 +59,7 @@ def mnist_data_cfg() -> Dict[str, object]:
 def mnist_model_cfg() -> Dict[str, object]:
     """MNIST-C source-model training settings."""
     return dict(mnist_data_cfg(), width=cfg.MNISTC.WIDTH, epochs=cfg.MNISTC.EPOCHS,
-                batch_size=cfg.MNISTC.BATCH_SIZE, lr=cfg.MNISTC.LR,
+                batch_size=cfg.MNISTC.BATCH_SIZE, lr=cfg.MNISTC.LR, source_weights=cfg.MNISTC.SOURCE_WEIGHTS,
                 train_seed=cfg.MNISTC.SEEDS[0])  # the first seed; seeds.py runs the others
 
 

@@ -191,6 +191,14 @@ _C.MNISTC.PARAMS = 'cifar'
 _C.MNISTC.SEEDS = [0]
 # --- end: issue 10 keys ---
 
+# --- begin: shipped source models (issue 16) ---
+# Source model: 'shipped' uses the model shipped in tent/weights/ (sha256-checked, weights-only)
+# when every training setting above (NUM_TRAIN, SEED, WIDTH, EPOCHS, BATCH_SIZE, LR, the seed of
+# SEEDS, the source domain) equals the one it was trained with, and trains (cached under CKPT_DIR)
+# otherwise; 'train' always trains (or reuses CKPT_DIR's checkpoint of the same settings)
+_C.MNISTC.SOURCE_WEIGHTS = 'shipped'
+# --- end: issue 16 keys ---
+
 # ---------------------------------- Misc options --------------------------- #
 
 # Optional description of a config
@@ -531,6 +539,7 @@ RULES: Dict[str, Rule] = {
     "MNISTC.BATCH_SIZE": _at_least(1),
     "MNISTC.LR": _above(0),
     "MNISTC.PARAMS": _one_of(mnistc.PARAM_SETS),
+    "MNISTC.SOURCE_WEIGHTS": _one_of(mnistc.SOURCE_WEIGHTS),
     "MNISTC.SEEDS": (lambda v, c: bool(v) and all(0 <= s < SEED_LIMIT for s in v) and len(set(v)) == len(v)
                      and (len(v) == 1 or c.CORRUPTION.DATASET in OFFLINE_DATASETS),
                      "a list of distinct training seeds >= 0; several only for the offline benchmarks "

@@ -259,7 +259,63 @@ def spatter(x: np.ndarray, c: Tuple[float, ...]) -> np.ndarray:
     return _to_255((_water if c[5] == 0 else _mud)(x, layer, c))
 
 
+def _linear_taps(n_in: int, zoom: float, keep: slice) -> Tuple[np.ndarray, ...]:
+    """scipy's order-1 `zoom` along one axis, for the output indices `keep`: (left, right, w_left, w_right).
+
+    The same double-precision steps as scipy.ndimage's NI_ZoomShift: position = index x
+    (n_in - 1) / (n_out - 1), left tap floor(position), w_left = 1 - fraction, w_right = 1 - w_left,
+    the right tap mirrored at the last pixel (where its weight is 0).
+    """
+    n_out = int(round(n_in * zoom))
+    position = np.arange(n_out, dtype=np.float64)[keep] * np.divide(n_in - 1, n_out - 1)
+    if position.max() > n_in - 1:
+        raise ValueError("zoom sample beyond the last pixel")  # scipy's constant border; never at these sizes
+    left = np.floor(position)
+    w_left = 1.0 - (position - left)
+    right = left.astype(np.int64) + 1
+    right = np.where(right >= n_in, 2 * n_in - 2 - right, right)
+    return left.astype(np.int64), right, w_left, 1.0 - w_left
+
+
+def _centre_zoom_batch(x: np.ndarray, factor: float) -> np.ndarray:
+    """_centre_zoom of every image of a float32 (N, H, W, C) batch at once, bit-identical to it.
+
+    Computes only the kept centre of scipy's zoom, with its sums in its order: for each output
+    pixel t = v00 w0 w0 + v01 w0 w1 + v10 w1 w0 + v11 w1 w1 (products left to right, in float64),
+    stored as float32 (the channel axis has zoom 1: weight exactly 1, its other tap weight 0).
+    """
+    h, w = x.shape[1:3]
+    ch0, ch1 = int(np.ceil(h / float(factor))), int(np.ceil(w / float(factor)))
+    top0, top1 = (h - ch0) // 2, (w - ch1) // 2
+    crop = x[:, top0:top0 + ch0, top1:top1 + ch1].astype(np.float64)
+    t, l = (int(round(ch0 * factor)) - h) // 2, (int(round(ch1 * factor)) - w) // 2
+    r0, r1, hw0, hw1 = _linear_taps(ch0, factor, slice(t, t + h))
+    c0, c1, ww0, ww1 = _linear_taps(ch1, factor, slice(l, l + w))
+    hw0, hw1 = hw0[:, None, None], hw1[:, None, None]
+    ww0, ww1 = ww0[:, None], ww1[:, None]
+    top, bottom = np.take(crop, r0, axis=1), np.take(crop, r1, axis=1)
+    out = np.take(top, c0, axis=2) * hw0 * ww0
+    out += np.take(top, c1, axis=2) * hw0 * ww1
+    out += np.take(bottom, c0, axis=2) * hw1 * ww0
+    out += np.take(bottom, c1, axis=2) * hw1 * ww1
+    return out.astype(np.float32)
+
+
+def zoom_blur_batch(x: np.ndarray, c: float, chunk: int = 100) -> np.ndarray:
+    """zoom_blur of a uint8 (N, H, W, 3) batch, pixel-identical to it image by image (no randomness).
+
+    About 3x faster than image by image; `chunk` images at a time keep the float64 temporaries in cache.
+    """
+    x = _unit(x).astype(np.float32)
+    factors = np.arange(1, c, 0.01)
+    out = np.concatenate([sum(_centre_zoom_batch(x[i:i + chunk], z) for z in factors)
+                          for i in range(0, len(x), chunk)])
+    return _to_255((x + out) / (len(factors) + 1))
+
+
 CORRUPTIONS: Dict[str, Callable[..., np.ndarray]] = {name: globals()[name] for name in CIFAR_PARAMS}
+# corruptions without randomness, computed for a whole batch at once (tests check pixel identity)
+BATCHED: Dict[str, Callable[[np.ndarray, Any], np.ndarray]] = {"zoom_blur": zoom_blur_batch}
 # the two that take their seed as an argument (skimage's and numba's own generators)
 SEEDED = ("impulse_noise", "glass_blur")
 
@@ -270,3 +326,8 @@ def corrupt(image: np.ndarray, corruption: str, severity: int, seed: int) -> np.
     c = CIFAR_PARAMS[corruption][severity - 1]
     kwargs = {"seed": seed} if corruption in SEEDED else {}
     return np.uint8(CORRUPTIONS[corruption](image, c, **kwargs))
+
+
+def corrupt_batch(images: np.ndarray, corruption: str, severity: int) -> np.ndarray:
+    """A uint8 (N, H, W, 3) batch corrupted by a BATCHED corruption: the same pixels as `corrupt` per image."""
+    return np.uint8(BATCHED[corruption](images, CIFAR_PARAMS[corruption][severity - 1]))

@@ -37,6 +37,8 @@ NUM_CLASSES = 10
 IMAGE_SIZE = 32
 DIRNAME = "MNIST-C"
 PARAM_SETS = ("cifar", "imagenet")
+# MNISTC.SOURCE_WEIGHTS: the shipped source model where its settings match, or always train
+SOURCE_WEIGHTS = ("shipped", "train")
 # unreadable cache files (truncated, not an array) raise one of these in np.load / NpzFile access
 CACHE_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 
@@ -154,6 +156,8 @@ def corrupt_images(images: np.ndarray, corruption: str, severity: int, seed: int
     corruption_id = get_corruption_names("all").index(corruption)
     # glass_blur and impulse_noise draw from their own generators unless given a seed
     takes_seed = corruption in corruptions.SEEDED
+    if params == "cifar" and corruption in corruptions.BATCHED:  # no randomness: the whole batch at once
+        return corruptions.corrupt_batch(images, corruption, severity)
     out = np.empty_like(images)
     for i, image in enumerate(images):  # the libraries corrupt one image at a time
         s = image_seed(seed, corruption_id, severity, i)

@@ -1,5 +1,9 @@
 """Source models: robustbench's model zoo, or the offline benchmark's small batch-norm CNN.
 
+The offline benchmarks' CNNs ship in tent/weights/ (like robustbench's published models): a run
+whose training settings equal a shipped model's loads it (sha256-checked, weights-only); any other
+setting, or MNISTC.SOURCE_WEIGHTS train, trains its own model and caches it under CKPT_DIR.
+
 A checkpoint that is missing and cannot be downloaded raises MissingResourceError with one
 sentence naming the expected path and where to get the file.
 """
@@ -9,7 +13,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -18,7 +22,7 @@ import torch.nn.functional as F
 from . import mnistc
 from .conf import ConfigError
 from .data import MissingResourceError
-from .errors import UnsafeCheckpointError
+from .errors import CorruptFileError, UnsafeCheckpointError
 from .safe_load import load_checkpoint, third_party_loads
 
 logger = logging.getLogger(__name__)
@@ -145,6 +149,46 @@ def read_checkpoint(path: Path, train_cfg: Dict[str, Any], trust: bool = False) 
     return checkpoint
 
 
+# The offline benchmarks' source models, shipped like robustbench's zoo models are published:
+# state_dicts made by scripts/ship_source_models.py, listed with their training settings and sha256
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+MANIFEST_FILE = WEIGHTS_DIR / "manifest.json"
+
+
+def shipped_manifest() -> Dict[str, Any]:
+    """tent/weights/manifest.json: how the shipped models were made, and one entry per file."""
+    if not MANIFEST_FILE.is_file():
+        return {"models": []}
+    try:
+        return json.loads(MANIFEST_FILE.read_text())
+    except (OSError, ValueError) as e:
+        raise CorruptFileError(f"{MANIFEST_FILE} is unreadable ({type(e).__name__}); reinstall the package") from None
+
+
+def shipped_entry(train_cfg: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The shipped model trained with exactly `train_cfg` (every setting equal), or None."""
+    return next((m for m in shipped_manifest()["models"] if m["train_cfg"] == train_cfg), None)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_shipped(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """A shipped model as a checkpoint dict; its sha256 is checked before torch.load (weights-only)."""
+    path = WEIGHTS_DIR / entry["file"]
+    if not path.is_file():
+        raise MissingResourceError(f"shipped source model {path} is missing; reinstall the package, "
+                                   "or set MNISTC.SOURCE_WEIGHTS train to train it")
+    digest = sha256_of(path)
+    if digest != entry["sha256"]:
+        raise CorruptFileError(f"shipped source model {path} has sha256 {digest}, not the recorded "
+                               f"{entry['sha256']}; reinstall the package, or set MNISTC.SOURCE_WEIGHTS train")
+    state_dict = load_checkpoint(path)  # never trusted: the file is a plain dict of tensors
+    return {"state_dict": state_dict, "train_cfg": dict(entry["train_cfg"]), "clean_acc": entry["clean_acc"]}
+
+
 def source_split(data_dir: str, source: str, num_train: int, seed: int) -> tuple:
     """(x_train, y_train, x_test, y_test) of the source domain, uint8 NHWC 32x32 / int64."""
     if source == "digits":
@@ -169,8 +213,10 @@ def train_checkpoint(data_dir: str, train_cfg: Dict[str, Any], device: torch.dev
 def load_mnist_cnn(ckpt_dir: str, data_dir: str, num_train: int = 3000, seed: int = 0, width: int = 16,
                    epochs: int = 8, batch_size: int = 64, lr: float = 3e-3,
                    device: torch.device = torch.device("cpu"), train_seed: int | None = None,
-                   source: str = "mnist", trust_checkpoint: bool = False) -> nn.Module:
-    """The offline source model: trained once on the clean training split, then loaded from CKPT_DIR.
+                   source: str = "mnist", trust_checkpoint: bool = False,
+                   source_weights: str = "shipped") -> nn.Module:
+    """The offline source model: the shipped one if its settings match (`source_weights` shipped),
+    else trained once on the clean training split and loaded from CKPT_DIR.
 
     `seed` fixes the split, `train_seed` (default: `seed`) the initialisation and batch order;
     `source` is the training domain (mnist, or digits for the digits -> MNIST shift).
@@ -178,8 +224,12 @@ def load_mnist_cnn(ckpt_dir: str, data_dir: str, num_train: int = 3000, seed: in
     train_cfg: Dict[str, Any] = dict(num_train=num_train, seed=seed, width=width, epochs=epochs,
                                      batch_size=batch_size, lr=lr,
                                      train_seed=seed if train_seed is None else train_seed, source=source)
-    path = mnist_cnn_path(ckpt_dir, train_cfg)
-    checkpoint = read_checkpoint(path, train_cfg, trust_checkpoint)
+    entry = shipped_entry(train_cfg) if source_weights == "shipped" else None
+    if entry is not None:
+        path, checkpoint = WEIGHTS_DIR / entry["file"], load_shipped(entry)
+    else:
+        path = mnist_cnn_path(ckpt_dir, train_cfg)
+        checkpoint = read_checkpoint(path, train_cfg, trust_checkpoint)
     if checkpoint is None:
         checkpoint = train_checkpoint(data_dir, train_cfg, device)
         mnistc.atomic_write(path, lambda f: torch.save(checkpoint, f))
