@@ -18,8 +18,9 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["tent", "tent.*", "proda", "proda.*"]),
-    # the offline benchmarks' shipped source models (tent/models.py checks each file's sha256)
-    package_data={"tent": ["weights/*.pt", "weights/manifest.json"]},
+    # the offline benchmarks' shipped source models (tent/models.py checks each file's sha256) and
+    # mariodoebler's ImageNet-C 50,000-image order (tent/imagenetc.py checks its sha256)
+    package_data={"tent": ["weights/*.pt", "weights/manifest.json", "imagenet_val_50k_order.npy"]},
     install_requires=read_requirements(),
     extras_require={"test": ["pytest>=7"]},
 )
