@@ -26,7 +26,7 @@ ATen kernels (AVX-512 vs AVX2, warm-up) while no element moved by 6e-6 of the te
 Tolerances (TOLERANCES; measured on the project's 2-core Intel Xeon VM, torch 2.14.1, one thread,
 between ATEN_CPU_CAPABILITY=avx512, avx2 and default, at seed 8 and seed 1):
 - "smooth" tensors (losses, BatchNorm running statistics, prototypes, the discriminator and its
-  Adam state): norms at rtol 1e-5, samples at 1e-4 of (|value| + the tensor's rms). A norm's
+  Adam state: its LeakyReLUs never switch a gradient off): norms at rtol 1e-5, samples at 1e-4 of (|value| + the tensor's rms). A norm's
   relative error is at most the elements' (| ||a|| - ||b|| | <= ||a - b||); float32's eps is 6e-8
   and depth amplifies it; worst seen 6e-7. Samples are judged against the tensor's rms as well,
   because an element near 0 is a difference of larger terms; worst seen 6e-6 of the scale.
@@ -193,8 +193,10 @@ def summary(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def produced_by() -> Dict[str, str]:
     """What the numbers of a CPU run depend on: commit, torch, CPU model, ATen capability, threads, date."""
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    model = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):  # Linux: the marketing name (platform gives only the architecture)
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     return {"commit": GOLDEN_COMMIT, "torch": str(torch.__version__), "cpu": model,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": "1",
             "date": time.strftime("%Y-%m-%d", time.gmtime())}
