@@ -191,7 +191,12 @@ def assert_amp_step_close_to_float32(base, batch_step, amp):
     key = "G.layer1.0.conv1.weight"
     step32, step_amp = after[key] - before[key], now[key] - before[key]
     assert step32.abs().max() > 0
-    assert torch.allclose(step_amp, step32, rtol=0.1, atol=0.1 * step32.abs().max().item())
+    # bf16 rounds every op to 8 bits of mantissa; through ~10 layers of backward the step of this
+    # early layer is ~8 % off float32's in norm (0.078 with AVX-512 kernels, 0.077 with
+    # ATEN_CPU_CAPABILITY=default). Element by element it is not a stable statistic: within rtol 0.1
+    # at 0.93 of the tolerance on AVX-512, outside it on the default kernels. A wrong scale or no
+    # step is off by >= 100 %.
+    assert (step_amp - step32).norm() <= 0.25 * step32.norm()
 
 
 def tiny_trainer(amp):

@@ -1,5 +1,5 @@
 """Pinning: one step of each ProDA stage on fixed inputs gives the losses, weights, optimiser
-state and prototypes that the code before the issue-8 refactor gave, bit for bit.
+state and prototypes that the code before the issue-8 refactor gave, within rounding.
 
 The golden file tests/data/proda_pinning.pt was written by the code of commit c4f2885 (the last
 commit before `proda/models/adaptation_modelv2.py` was split by concept), with this file:
@@ -9,18 +9,47 @@ commit before `proda/models/adaptation_modelv2.py` was split by concept), with t
 
 (outside the checkout, so that the `proda` on PYTHONPATH is the one imported). Regenerate it
 only when a change of numerics is intended, from the code that makes it, and say so in the commit.
-The tiny network still has ~30M parameters, so the file holds, per tensor, its name, a sha256
-of its bytes (the bit-identity check) and its float64 sum (how far apart two results are).
-Bits depend on torch's CPU kernels: on another torch version or CPU capability than the
-recorded one, the sums are compared at rtol 1e-4 instead.
+The file records what produced it (`produced_by`: commit, torch version, CPU, ATen CPU
+capability, thread count, date).
+
+Why a tolerance and not bits: float32 results depend on the CPU's kernels (ATen's SIMD level,
+oneDNN's code path on Intel vs AMD, the thread count), which sum in other orders. The golden is
+one CPU's rounding; on an AMD EPYC the bits of 154 tensors differed (a loss by 1e-7).
+Bits are compared only where both sides come from the same run (e.g. tests/test_proda_models.py,
+test_proda_model_protos.py, test_proda_reliability_resume.py).
+
+What is stored (the tiny network still has ~30M parameters): per tensor, its float64 L2 norm and
+16 values at fixed, evenly spaced flat indices. Float64 sums, stored before, are not a usable
+statistic: a tensor of mixed signs sums to nearly 0, and its sum moved by 86 % of itself between
+ATen kernels (AVX-512 vs AVX2, warm-up) while no element moved by 6e-6 of the tensor's scale.
+
+Tolerances (TOLERANCES; measured on the project's 2-core Intel Xeon VM, torch 2.14.1, one thread,
+between ATEN_CPU_CAPABILITY=avx512, avx2 and default, at seed 8 and seed 1):
+- "smooth" tensors (losses, BatchNorm running statistics, prototypes, the discriminator and its
+  Adam state: its LeakyReLUs never switch a gradient off): norms at rtol 1e-5, samples at 1e-4 of (|value| + the tensor's rms). A norm's
+  relative error is at most the elements' (| ||a|| - ||b|| | <= ||a - b||); float32's eps is 6e-8
+  and depth amplifies it; worst seen 6e-7. Samples are judged against the tensor's rms as well,
+  because an element near 0 is a difference of larger terms; worst seen 6e-6 of the scale.
+- "gradient" tensors (SGD momentum buffers, i.e. this step's gradient, and the student's and EMA's
+  parameters, moved by lr x that gradient): norms at rtol 1e-2, samples at 0.2. One step is
+  piecewise smooth: a ReLU input within rounding of 0 switches its gradient on or off. With these
+  batch-2, 5 x 5 feature maps that happens: at seed 8 one layer-4 ReLU input is 1e-5 from 0 and
+  flips under `default` in warm-up (at seed 1, in stage 1), which moves single upstream gradient
+  elements by up to 2x their tensor's rms (4 % at the stored samples) and gradient norms by up
+  to 1.6e-3; worst seen 0.2 of the tolerance.
+- integer tensors (step counters, prototype counts) exactly.
+A real change of numerics (a loss term dropped or rescaled, another order of updates) moves the
+losses, prototypes or gradient norms by far more. Changes smaller than 1 % of a gradient go
+unseen here; the same-run tests pin those.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
+import platform
 import tempfile
+import time
 from typing import Dict, List, Tuple
 
 import pytest
@@ -134,28 +163,78 @@ def run_all(folder: str) -> Dict[str, Dict[str, torch.Tensor]]:
         torch.set_num_threads(threads)
 
 
-def digest(t: torch.Tensor) -> str:
-    """sha256 of a tensor's dtype, shape and bytes."""
-    t = t.detach().cpu().contiguous()
-    return hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode() + t.numpy().tobytes()).hexdigest()
+# Tolerances, (norm, sample): see the module docstring. Samples are relative to |value| + the
+# tensor's rms. "smooth": losses, running statistics, prototypes, discriminator and Adam state;
+# "gradient": SGD momentum buffers (the gradient itself) and the student's and EMA's parameters
+# (moved by lr x that gradient).
+TOLERANCES = {"smooth": (1e-5, 1e-4), "gradient": (1e-2, 0.2)}
+N_SAMPLES = 16
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-def sums(t: torch.Tensor) -> torch.Tensor:
-    """The float64 sum: how far apart two results are when their bits differ."""
-    return t.detach().cpu().double().sum().reshape(1)
+def tier(name: str) -> str:
+    """'gradient' for a tensor that carries this step's SGD gradient, else 'smooth'."""
+    carries = "momentum_buffer" in name or (name.startswith(("student/", "ema/")) and not name.endswith(BUFFERS))
+    return "gradient" if carries else "smooth"
 
 
-def fingerprint() -> Dict[str, str]:
-    """What the bits of a CPU run depend on."""
-    return {"torch": str(torch.__version__), "cpu": torch.backends.cpu.get_cpu_capability(), "threads": "1"}
+def sample_indices(n: int) -> torch.Tensor:
+    """Up to N_SAMPLES evenly spaced flat indices of an n-element tensor, first and last included."""
+    return torch.linspace(0, n - 1, min(N_SAMPLES, n), dtype=torch.float64).round().long()
+
+
+def summary(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A tensor's float64 L2 norm (1-element) and its N_SAMPLES values at sample_indices (NaN-padded)."""
+    flat = t.detach().cpu().double().flatten()
+    values = torch.full((N_SAMPLES,), float("nan"), dtype=torch.float64)
+    values[:min(N_SAMPLES, flat.numel())] = flat[sample_indices(flat.numel())]
+    return flat.norm().reshape(1), values
+
+
+def produced_by() -> Dict[str, str]:
+    """What the numbers of a CPU run depend on: commit, torch, CPU model, ATen capability, threads, date."""
+    model = platform.processor()
+    if os.path.exists("/proc/cpuinfo"):  # Linux: the marketing name (platform gives only the architecture)
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    return {"commit": GOLDEN_COMMIT, "torch": str(torch.__version__), "cpu": model,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": "1",
+            "date": time.strftime("%Y-%m-%d", time.gmtime())}
 
 
 def golden_of(results: Dict[str, Dict[str, torch.Tensor]]) -> Dict[str, object]:
-    """The golden file's content, per stage: tensor names, their digests and an M x 1 tensor of their sums."""
-    return {"commit": GOLDEN_COMMIT, "fingerprint": fingerprint(),
-            "names": {s: sorted(r) for s, r in results.items()},
-            "digests": {s: [digest(r[k]) for k in sorted(r)] for s, r in results.items()},
-            "sums": {s: torch.stack([sums(r[k]) for k in sorted(r)]) for s, r in results.items()}}
+    """The golden file's content, per stage: tensor names, sizes, which are integer, norms and samples."""
+    out: Dict[str, object] = {"commit": GOLDEN_COMMIT, "produced_by": produced_by(),
+                              "names": {}, "numels": {}, "integer": {}, "norms": {}, "samples": {}}
+    for stage, r in results.items():
+        names = sorted(r)
+        parts = [summary(r[k]) for k in names]
+        out["names"][stage] = names
+        out["numels"][stage] = [r[k].numel() for k in names]
+        out["integer"][stage] = [not r[k].is_floating_point() for k in names]
+        out["norms"][stage] = torch.cat([norm for norm, _ in parts])
+        out["samples"][stage] = torch.stack([values for _, values in parts])  # M x N_SAMPLES
+    return out
+
+
+def outside_tolerance(observed: Dict[str, object], golden: Dict[str, object], stage: str) -> Dict[str, str]:
+    """Tensor name -> how it differs, for every tensor of `stage` outside the stated tolerance."""
+    bad = {}
+    names = golden["names"][stage]
+    for i, name in enumerate(names):
+        norm_now, norm_then = observed["norms"][stage][i], golden["norms"][stage][i]
+        kept = min(N_SAMPLES, golden["numels"][stage][i])
+        now, then = observed["samples"][stage][i, :kept], golden["samples"][stage][i, :kept]
+        if golden["integer"][stage][i]:
+            ok = torch.equal(now, then) and torch.equal(norm_now, norm_then)
+        else:
+            rtol_norm, rtol_sample = TOLERANCES[tier(name)]
+            rms = float(norm_then) / max(1, golden["numels"][stage][i]) ** 0.5
+            ok = (bool(torch.isclose(norm_now, norm_then, rtol=rtol_norm, atol=0.0))
+                  and bool(((now - then).abs() <= rtol_sample * (then.abs() + rms)).all()))
+        if not ok:
+            bad[name] = f"norm {norm_now.item():.9g} now vs {norm_then.item():.9g} then, samples {now[:3].tolist()} vs {then[:3].tolist()}"
+    return bad
 
 
 @pytest.fixture(scope="module")
@@ -172,28 +251,44 @@ def golden():
 
 @pytest.mark.parametrize("stage", STAGES)
 def test_one_step_equals_the_pre_refactor_code(stage, observed, golden):
-    assert golden["commit"] == GOLDEN_COMMIT
+    assert golden["commit"] == GOLDEN_COMMIT == golden["produced_by"]["commit"]
     names = golden["names"][stage]
     assert observed["names"][stage] == names  # the same networks, state-dict keys, optimiser state, losses
+    assert observed["numels"][stage] == golden["numels"][stage]
     assert any(k.startswith("student/") for k in names) and any(k.startswith("loss/") for k in names)
-    now, then = observed["sums"][stage], golden["sums"][stage]
-    if golden["fingerprint"] == observed["fingerprint"]:
-        differ = [i for i, (a, b) in enumerate(zip(observed["digests"][stage], golden["digests"][stage])) if a != b]
-        detail = {names[i]: (now[i].tolist(), then[i].tolist()) for i in differ[:5]}
-        assert not differ, f"{len(differ)} tensors differ in their bits, e.g. sums now vs then: {detail}"
-    else:  # other kernels: close, not identical
-        close = torch.isclose(now, then, rtol=1e-4, atol=1e-6).all(1)
-        assert close.all(), [names[i] for i in (~close).nonzero().flatten().tolist()[:5]]
+    bad = outside_tolerance(observed, golden, stage)
+    assert not bad, (f"{len(bad)} of {len(names)} tensors outside the tolerances {TOLERANCES} (norm, samples); "
+                     f"golden from {golden['produced_by']}, now {produced_by()}; e.g. "
+                     f"{dict(list(bad.items())[:5])}")
 
 
 def test_the_steps_moved_what_they_should(observed):
     # what is pinned is a real step: the student, the prototypes and their counts moved, nothing is NaN
     def value(stage, name):
-        return observed["sums"][stage][observed["names"][stage].index(name)]
+        return observed["samples"][stage][observed["names"][stage].index(name)]
     assert not torch.equal(value("src_only", "student/conv1.weight"), value("warm_up", "student/conv1.weight"))
-    assert not torch.equal(value("stage1", "prototypes"), sums(fixed_inputs()["prototypes"]))
-    assert value("stage1", "prototype_counts")[0] > 0
-    assert all(torch.isfinite(s).all() for s in observed["sums"].values())
+    assert not torch.equal(value("stage1", "prototypes"), summary(fixed_inputs()["prototypes"])[1])
+    assert value("stage1", "prototype_counts").nan_to_num().max() > 0
+    assert all(torch.isfinite(n).all() for n in observed["norms"].values())
+
+
+def perturbed(observed: Dict[str, object], stage: str, name: str, by: float) -> Dict[str, object]:
+    """A copy of `observed` whose first sample of `name` moved by `by` times the tensor's rms."""
+    fake = {k: (dict(v) if isinstance(v, dict) else v) for k, v in observed.items()}
+    i = observed["names"][stage].index(name)
+    fake["samples"][stage] = observed["samples"][stage].clone()
+    fake["samples"][stage][i, 0] += by * float(observed["norms"][stage][i]) / observed["numels"][stage][i] ** 0.5
+    return fake
+
+
+@pytest.mark.parametrize("stage, name, by", [("stage1", "prototypes", 1e-3), ("warm_up", "loss/1", 1e-3),
+                                             ("stage2", "student/layer5.head.1.weight", 0.5)])
+def test_a_perturbation_of_one_value_is_caught(observed, stage, name, by):
+    # the tolerances see a change far smaller than a real change of numerics: one value moved by
+    # 1e-3 of its tensor's scale (smooth) or by half of it (gradient)
+    assert list(outside_tolerance(perturbed(observed, stage, name, by), observed, stage)) == [name]
+    assert not outside_tolerance(observed, observed, stage)
+
 
 
 def main() -> None:
@@ -205,7 +300,7 @@ def main() -> None:
         golden = golden_of(run_all(folder))
     os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
     atomic_save(golden, GOLDEN)
-    print(f"wrote {GOLDEN}: {sum(len(n) for n in golden['names'].values())} tensors, {golden['fingerprint']}")
+    print(f"wrote {GOLDEN}: {sum(len(n) for n in golden['names'].values())} tensors, {golden['produced_by']}")
 
 
 if __name__ == "__main__":
