@@ -285,14 +285,7 @@ def test_bad_input_ends_in_one_line(world, capsys, row):
 
 def run_train(argv, capsys):
     """train.main(argv): (exit status, last stderr line); 0 when it returns."""
-    try:
-        train.main(argv)
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err[-3000:]
-    return code, (err.strip().splitlines() or [""])[-1]
+    return run_entry("train", argv, capsys)
 
 
 def test_divergence_stops_before_a_checkpoint_and_keeps_the_last_good_one(world, capsys):
