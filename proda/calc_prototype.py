@@ -37,6 +37,17 @@ def batch_prototypes(net: torch.nn.Module, prototypes: Prototypes, images: torch
     return prototypes.class_means(out["feat"], out["out"], labels)
 
 
+def replay_pass(prototypes: Prototypes, batches, momentum: float, desc: str) -> None:
+    """A later pass over the target images from the first pass's class means, without the network.
+
+    The passes see the same images in the same order (the inference options force noaug and
+    noshuffle, and the loader's epoch is never advanced), so the network's outputs repeat bit
+    for bit: only the 'mean' updates differ from pass to pass, and they are applied as before.
+    """
+    for vectors, ids in tqdm(batches, desc=desc):
+        prototypes.update(vectors, ids, momentum, name="mean")
+
+
 def calc_prototype(opt: argparse.Namespace, logger: logging.Logger) -> None:
     """Accumulate class means over the data with the 'mean' update and save them."""
     engine.seed_everything(opt.seed)
@@ -48,13 +59,18 @@ def calc_prototype(opt: argparse.Namespace, logger: logging.Logger) -> None:
     datasets = create_dataset(opt, logger)
     net = build_student(opt).eval()
     prototypes = Prototypes(opt.n_class, device)
+    first_pass = []  # target batches: the (vectors, ids) of the first pass, which every later pass repeats
     for epoch in range(PROTOTYPE_EPOCHS):
+        if epoch and not opt.source:
+            replay_pass(prototypes, first_pass, opt.proto_momentum, f"prototypes {epoch + 1}/{PROTOTYPE_EPOCHS}")
+            continue
         for target in tqdm(datasets.target_train_loader, desc=f"prototypes {epoch + 1}/{PROTOTYPE_EPOCHS}"):
             if opt.source:
                 source = datasets.source_train_loader.next()
                 vectors, ids = batch_prototypes(net, prototypes, source["img"].to(device), source["label"].to(device))
             else:
                 vectors, ids = batch_prototypes(net, prototypes, target["img"].to(device))
+                first_pass.append((vectors, ids))
             prototypes.update(vectors, ids, opt.proto_momentum, name="mean")
     record = manifest.prototype_manifest(path)
     if os.path.exists(record):  # a kill before the new record is written leaves no record, never a wrong one

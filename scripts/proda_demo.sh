@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Offline ProDA demo: every stage on synthetic street scenes, on a CPU, in about 12 minutes a seed.
+# Offline ProDA demo: every stage on synthetic street scenes, on a CPU, in about 8 minutes a seed.
 #
 #   bash scripts/proda_demo.sh                     # one run, the configs' seed, under demo/
 #   DEMO_SEEDS="0 1 2" bash scripts/proda_demo.sh  # three seeds, under demo/seed_<s>/, mean +- std
@@ -11,7 +11,9 @@
 # 4. the stand-in for the SimCLR backbone: the source-only backbone (scripts/proda_demo_backbone.py)
 # 5. the REAL scripts/proda_stage1.sh, proda_stage2.sh, proda_stage3.sh with CFG_DIR=configs/demo
 # 6. test.py on the target val set for each stage's best and last model, with and without
-#    test-time adaptation (norm, tent), and a Markdown table ("best" is selected on that same
+#    test-time adaptation (norm, tent), all of a seed's tests in one process
+#    (python -m proda.demo.test_rows: the same numbers as one process each, torch loaded once),
+#    and a Markdown table ("best" is selected on that same
 #    val set, as the reference selects it: an optimistic pick; the demo validates once, at the
 #    end, so its best and last checkpoints are the same file and are tested once)
 # Everything is written under demo/ (in the repository); a rerun skips what is done and
@@ -42,8 +44,8 @@ demo_train() {
   BEST_OUT="$best"
 }
 
-# Test one row's best and last models (once when they are the same file); appends the label and
-# the two results files to RESULTS. Usage: test_row LABEL CKPT FLAGS
+# Queue the tests of one row's best and last models (once when they are the same file) in TESTS;
+# appends the label and the two results files to RESULTS. Usage: test_row LABEL CKPT FLAGS
 test_row() {
   local label="$1" ckpt="$2" flags="$3" kind model json best_json
   local flag_args
@@ -57,12 +59,20 @@ test_row() {
     fi
     json="$RUN_DIR/results/$(tr -cs 'A-Za-z0-9-' '_' <<< "$label" | sed 's/_$//')_$kind.json"
     if ! up_to_date "$json" "$model" "$json"; then
-      run "$PYTHON" -m proda.test --config "$(cfg base)" "${COMMON[@]}" --name demo_test \
-        --resume_path "$model" "${flag_args[@]}" --results_json "$json"
+      TESTS+=(::: --config "$(cfg base)" "${COMMON[@]}" --name demo_test \
+        --resume_path "$model" "${flag_args[@]}" --results_json "$json")
     fi
     best_json="$json"
     RESULTS+=("$json")
   done
+}
+
+# Run the queued tests, one after another in one process (proda/demo/test_rows.py), and empty TESTS.
+run_tests() {
+  if (( ${#TESTS[@]} )); then
+    run "$PYTHON" -m proda.demo.test_rows "${TESTS[@]:1}"  # the first ':::' separates nothing
+  fi
+  TESTS=()
 }
 
 # Steps 2-6 for one seed (empty: the configs' seed) in RUN_DIR; appends to RESULTS.
@@ -117,16 +127,18 @@ demo_seed() {
   local clr="--bn_clr --student_init simclr"
   # test-time adaptation rows (docs/tta.md): tent's outputs come from the forward before its
   # update, so episodic tent takes several steps per image (with one it would equal norm)
+  TESTS=()
   test_row "source-only" "$src_only" ""
   test_row "source-only + norm" "$src_only" "--tta norm"
   test_row "source-only + tent (online)" "$src_only" "--tta tent"
-  test_row "source-only + tent (episodic)" "$src_only" "--tta tent --tta_episodic --tta_steps 3 --bs 1"
+  test_row "source-only + tent (episodic)" "$src_only" "--tta tent --tta_episodic --tta_steps 2 --bs 1"
   test_row "warm-up" "$warmup" ""
   test_row "warm-up + tent (online)" "$warmup" "--tta tent"
   test_row "stage1" "$stage1" ""
   test_row "stage2" "$stage2" "$clr"
   test_row "stage3" "$stage3" "$clr"
   [[ -n "$oracle" ]] && test_row "oracle (target labels)" "$oracle" ""
+  run_tests
   SEED_LABELS+=("${seed:-config}")
   return 0
 }

@@ -2,7 +2,7 @@
 
 Not run on its own. The demo stage files inherit the REAL stage config first and this file
 second, so they run the reference recipe with only demo-scale settings changed: a tiny
-backbone, 128x64 images, a few hundred iterations, learning rates for that short schedule,
+backbone, 128x64 images, 40-150 iterations a run, learning rates for that short schedule,
 and no pretrained weights. scripts/proda_demo.sh runs everything; data come from
 `python -m proda.demo.synthetic --out demo/data --size 128,64`.
 

@@ -9,5 +9,5 @@ are scaled to the demo.
 _base_ = ["../gta2city_stage1.py", "gta2city_base.py"]
 resume_path = "logs/gta2citylabv2_warmup/from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl"
 lr = 1e-3
-max_iters = 90
-train_iters = 90
+max_iters = 50
+train_iters = 50

@@ -10,5 +10,5 @@ and the extra batch norm (bn_clr) start fresh, as in the real recipe.
 """
 _base_ = ["../gta2city_stage2.py", "gta2city_base.py"]
 lr = 1e-3
-max_iters = 70
-train_iters = 70
+max_iters = 50
+train_iters = 50

@@ -4,5 +4,5 @@
 """
 _base_ = ["../gta2city_stage3.py", "gta2city_base.py"]
 lr = 1e-3
-max_iters = 60
-train_iters = 60
+max_iters = 40
+train_iters = 40

@@ -14,5 +14,5 @@ no_resume = False
 resume_path = "logs/demo_src_only/from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl"
 student_init = "random"    # every weight comes from resume_path
 lr = 1e-3
-max_iters = 60
-train_iters = 60
+max_iters = 40
+train_iters = 40
