@@ -91,7 +91,8 @@ CLASSES: List[Tuple[str, Class]] = [
                          "six runs", path="demo/seed_2")),
     # ProDA offline demo
     (r"^(DEMO_SEEDS=\"[0-9 ]+\" )?bash scripts/proda_demo\.sh$",
-     Class(SLOW, "every ProDA stage on synthetic scenes: about 12 min a seed on 2 cores", timeout=4 * 3600)),
+     Class(SLOW, "every ProDA stage on synthetic scenes: 433-494 s of CPU a seed (one thread, 2026-12-02)",
+           timeout=4 * 3600)),
     # benchmarks
     (r"^python benchmarks/tent_bench\.py", Class(SLOW, "2-3 min", timeout=1800)),
     (r"^python benchmarks/proda_step_bench\.py --scale 0\.125", Class(SLOW, "the CPU step benchmark", timeout=3600)),
