@@ -2,9 +2,10 @@
 
 Under the settings that reset before every corruption x severity (tent/protocols.RESET_SETTINGS)
 the pieces are independent runs: process r takes pieces r, r + N, r + 2N, ... and rank 0 gathers
-the results into exactly the table one process prints. Sequential settings (continual, gradual,
-mixed, correlated) depend on the whole stream, so they refuse to run in more than one process;
-run one process per CORRUPTION.ORDER_SEED instead. Backend: NCCL on CUDA, else gloo (CPU).
+the results into exactly the table one process prints. A sequential stream (continual, gradual,
+mixed, correlated) depends on the whole stream, so rank 0 runs it whole while the other processes
+wait (tent.cifar10c.my_pieces); to use them, run one process per CORRUPTION.ORDER_SEED or RNG_SEED
+instead. Backend: NCCL on CUDA, else gloo (CPU).
 """
 from __future__ import annotations
 
