@@ -144,12 +144,13 @@ step() { echo; echo "==> $*"; }
 # Run a command, echoing it first.
 run() { echo "+ $*"; "$@"; }
 
-# Train: torchrun + DDP (SyncBatchNorm) with more than one GPU, else one process.
+# Train: torchrun + DDP (SyncBatchNorm) with more than one GPU, else one process. proda.launch
+# takes torchrun's arguments and ends in the failing process's one line, not torchrun's report.
 run_train() {
   local n
   n="$(gpu_count)"
   if (( n > 1 )); then
-    run torchrun --standalone --nproc_per_node="$n" -m proda.train "$@"
+    run "$PYTHON" -m proda.launch --standalone --nproc_per_node="$n" -m proda.train "$@"
   else
     run "$PYTHON" -m proda.train "$@"
   fi
