@@ -98,11 +98,20 @@ class InterruptWhenPickled:
         return collections.OrderedDict, ()
 
 
-def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path):
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own Ctrl-C handler for the test: a background job inherits SIGINT ignored (SIG_IGN),
+    and the held signal is delivered to whatever handler was there before."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path, python_sigint_handler):
     """The reproduced failure: SIGINT inside torch.save's zip writer became a RuntimeError and a
     traceback (exit 1); now the write completes and then the KeyboardInterrupt is raised."""
     path = str(tmp_path / "ckpt.pkl")
-    before = signal.getsignal(signal.SIGINT)  # SIG_IGN, not Python's handler, when pytest runs as a background job
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         atomic_save({"w": torch.arange(3.0), "x": InterruptWhenPickled()}, path)
     assert torch.equal(torch.load(path, weights_only=True)["w"], torch.arange(3.0))
@@ -135,7 +144,7 @@ def test_sigterm_during_a_checkpoint_set_lands_after_it(tmp_path):
         signal.signal(signal.SIGTERM, previous)
 
 
-def test_ctrl_c_waits_for_every_file_of_a_checkpoint_set(tmp_path):
+def test_ctrl_c_waits_for_every_file_of_a_checkpoint_set(tmp_path, python_sigint_handler):
     """Nested holds share the outermost one: the interrupt comes after the last file."""
     with pytest.raises(KeyboardInterrupt):
         with interrupts_deferred():
