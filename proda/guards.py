@@ -42,8 +42,13 @@ def non_finite(losses: Dict[str, float]) -> Dict[str, float]:
 
 
 def all_finite(nets: Iterable[torch.nn.Module]) -> bool:
-    """Whether every parameter of `nets` is finite (one fused reduction per tensor, one sync)."""
-    flags = [p.detach().isfinite().all() for net in nets for p in net.parameters()]
+    """Whether every parameter and floating buffer of `nets` is finite (one reduction per tensor, one sync).
+
+    Buffers too: a BatchNorm running variance can overflow while the weights are still finite,
+    and it is saved in the checkpoint like them.
+    """
+    tensors = [t for net in nets for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
+    flags = [t.detach().isfinite().all() for t in tensors]
     return bool(torch.stack(flags).all()) if flags else True
 
 
