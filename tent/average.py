@@ -49,10 +49,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("streams", nargs="+", type=Path, help="*_stream.json files of runs with different RNG_SEED")
     args = parser.parse_args(argv)
+    missing = [str(p) for p in args.streams if not p.is_file()]
+    if missing:  # a shell glob that matched nothing arrives as the pattern itself
+        print(f"error: no stream file {missing[0]} (the *_stream.json that each run writes into its SAVE_DIR; "
+              f"run cifar10c.py once per RNG_SEED first)", file=sys.stderr)
+        return 1
     try:
         print(summary(args.streams))
     except (OSError, ValueError, KeyError, TypeError) as e:
-        print(f"cannot average {len(args.streams)} runs: {type(e).__name__}: {e}", file=sys.stderr)
+        runs = "run" if len(args.streams) == 1 else "runs"
+        print(f"error: cannot average {len(args.streams)} {runs}: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     return 0
 

@@ -494,7 +494,8 @@ def test_runs_with_other_rng_seeds_average_to_mean_and_std(tmp_path, mnist_data_
     printed = capsys.readouterr().out
     assert f"source: {np.mean(means):.2f} ± {np.std(means, ddof=1):.2f} %" in printed and "| source |" in printed
     assert average.main([str(tmp_path / "missing_stream.json")]) == 1
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing_stream.json" in err[0] and "RNG_SEED" in err[0]
 
 
 @pytest.mark.slow  # two passes over the 4,500 clean test digits for each method
