@@ -75,26 +75,19 @@ class _WriteErrors:
         return getattr(self.f, name)
 
 
-def _size_text(n: int) -> str:
-    """A size for a message, with one decimal, in kB, MB or GB."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n / 1e3:.1f} kB"
-
-
 def write_error(path: str, err: OSError, written: int) -> OSError:
     """One-line OSError for a failed write of `path`: a full disk says how much space is free and
     about how much the file needs (the file it replaces, or at least what was written before)."""
     folder = os.path.dirname(os.path.abspath(path))
     if err.errno == errno.ENOSPC:
+        # tent's size and free-space helpers, imported only on this failure path: files.py stays torch-free
+        from tent.errors import free_space, size_text
         try:
-            stat = os.statvfs(folder)
-            free = _size_text(stat.f_bavail * stat.f_frsize)
+            free = size_text(free_space(folder))
         except OSError:
             free = "unknown"
         previous = os.path.getsize(path) if os.path.isfile(path) else 0
-        need = f"about {_size_text(previous)}" if previous >= written else f"more than {_size_text(written)}"
+        need = f"about {size_text(previous)}" if previous >= written else f"more than {size_text(written)}"
         return OSError(err.errno, f"no space left on the device to write {path}: it needs {need}, "
                                   f"{free} free in {folder}; the files already there are intact")
     if err.errno == errno.EROFS:
