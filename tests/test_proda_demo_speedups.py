@@ -12,16 +12,15 @@ import os
 
 import pytest
 import torch
-import torch.nn as nn
 
 from proda import calc_prototype, engine, test as proda_test
 from proda.data import create_dataset
 from proda.demo import test_rows
 from proda.demo.synthetic import generate
 from proda.models.builders import build_student
-from proda.models.deeplabv2 import Deeplab
 from proda.models.prototypes import Prototypes
 from proda.options import parse_opt
+from proda_helpers import save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -29,12 +28,8 @@ def tree(tmp_path_factory):
     """Tiny synthetic GTA5 / Cityscapes trees, a random one-block-per-stage checkpoint, shared flags."""
     root = tmp_path_factory.mktemp("demo_speedups")
     generate(str(root / "data"), n_source=2, n_target_train=4, n_target_val=2, size=(64, 32), seed=0)
-    torch.manual_seed(0)
-    net = Deeplab(nn.BatchNorm2d, num_classes=19, init="random", layers=[1, 1, 1, 1])
     ckpt = root / "model" / "model.pkl"
-    ckpt.parent.mkdir()
-    torch.save({"ResNet101": {"model_state": net.state_dict(), "objective_vectors": torch.zeros(19, 256)},
-                "iter": 0, "best_iou": 0.0}, ckpt)
+    save_tiny_checkpoint(ckpt, seed=0)
     common = ["--src_rootpath", str(root / "data" / "GTA5"), "--tgt_rootpath", str(root / "data" / "cityscapes"),
               "--src_img_size", "64,32", "--tgt_img_size", "64,32", "--backbone_layers", "1,1,1,1",
               "--bs", "2", "--num_workers", "0", "--bn", "bn", "--device", "cpu", "--student_init", "random",

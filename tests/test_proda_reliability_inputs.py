@@ -16,7 +16,7 @@ from PIL import Image
 
 from proda import calc_prototype, generate_pseudo_label, test, train
 from proda.demo.synthetic import generate
-from proda.models.deeplabv2 import Deeplab
+from proda_helpers import save_tiny_checkpoint
 
 CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"
 ENTRIES = {"train": train, "test": test, "gen": generate_pseudo_label, "proto": calc_prototype}
@@ -27,10 +27,7 @@ def world(tmp_path_factory):
     """Tiny data, a genuine tiny checkpoint, an earlier run's files, and the shared flags."""
     root = tmp_path_factory.mktemp("proda_inputs")
     generate(str(root / "data"), n_source=2, n_target_train=2, n_target_val=1, size=(32, 16), seed=0)
-    net = Deeplab(nn.BatchNorm2d, num_classes=19, layers=[1, 1, 1, 1], init="random")
-    (root / "warmup").mkdir()
-    torch.save({"ResNet101": {"model_state": net.state_dict(), "objective_vectors": torch.zeros(19, 256)},
-                "iter": 1, "best_iou": 0.1}, root / "warmup" / CKPT.format("best"))
+    save_tiny_checkpoint(root / "warmup" / CKPT.format("best"), iter=1, best_iou=0.1)
     (root / "logs").mkdir()
     (root / "logs" / "earlier.log").write_text("an earlier run's log\n")
     (root / "a_file").write_text("not a folder\n")

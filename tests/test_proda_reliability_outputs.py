@@ -11,13 +11,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from proda import calc_prototype, generate_pseudo_label, train
 from proda import test as proda_test
 from proda.demo.synthetic import generate
 from proda.manifest import MANIFEST
-from proda.models.deeplabv2 import Deeplab
+from proda_helpers import save_tiny_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"
@@ -25,12 +24,7 @@ CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"
 
 def checkpoint(path, seed):
     """A tiny random model in the reference checkpoint format."""
-    torch.manual_seed(seed)
-    net = Deeplab(nn.BatchNorm2d, num_classes=19, layers=[1, 1, 1, 1], init="random")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"ResNet101": {"model_state": net.state_dict(), "objective_vectors": torch.zeros(19, 256)},
-                "iter": 1, "best_iou": np.float64(0.1)}, path)
-    return str(path)
+    return save_tiny_checkpoint(path, seed=seed, iter=1, best_iou=np.float64(0.1))
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,12 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from proda import calc_prototype, generate_pseudo_label, test, train
 from proda.demo.synthetic import generate
-from proda.models.deeplabv2 import Deeplab
 from proda.utils import (CheckpointError, atomic_save, atomic_write, load_checkpoint, set_trust_checkpoint,
                          stale_temp_files)
+from proda_helpers import save_tiny_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"
@@ -51,11 +50,8 @@ def tree(tmp_path_factory):
     """Tiny data, a genuine tiny checkpoint and the flags every run shares."""
     root = tmp_path_factory.mktemp("proda_security")
     generate(str(root / "data"), n_source=2, n_target_train=2, n_target_val=1, size=(32, 16), seed=0)
-    net = Deeplab(nn.BatchNorm2d, num_classes=19, layers=[1, 1, 1, 1], init="random")
     good = root / "good" / CKPT.format("best")
-    good.parent.mkdir()
-    torch.save({"ResNet101": {"model_state": net.state_dict(), "objective_vectors": torch.zeros(19, 256)},
-                "iter": 1, "best_iou": np.float64(0.25)}, good)
+    save_tiny_checkpoint(good, iter=1, best_iou=np.float64(0.25))
     common = ["--src_rootpath", str(root / "data" / "GTA5"), "--tgt_rootpath", str(root / "data" / "cityscapes"),
               "--src_img_size", "32,16", "--tgt_img_size", "32,16", "--resize", "32", "--rcrop", "24,12",
               "--backbone_layers", "1,1,1,1", "--bs", "1", "--num_workers", "0", "--bn", "bn", "--device", "cpu"]

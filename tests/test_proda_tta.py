@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from proda.models.deeplabv2 import Deeplab
 from proda.tta import build_tta
+from proda_helpers import save_tiny_checkpoint
 
 N_CLASS = 4
 
@@ -116,11 +117,8 @@ def target_tree(tmp_path_factory):
     from proda.demo.synthetic import generate
     root = tmp_path_factory.mktemp("tta")
     generate(str(root / "data"), n_source=1, n_target_train=1, n_target_val=2, size=(64, 32), seed=0)
-    torch.manual_seed(0)
-    net = Deeplab(nn.BatchNorm2d, num_classes=19, init="random", layers=[1, 1, 1, 1])
     ckpt = root / "model.pkl"
-    torch.save({"ResNet101": {"model_state": net.state_dict(), "objective_vectors": torch.zeros(19, 256)},
-                "iter": 0, "best_iou": 0.0}, ckpt)
+    save_tiny_checkpoint(ckpt, seed=0)
     common = ["--tgt_rootpath", str(root / "data" / "cityscapes"), "--tgt_img_size", "64,32",
               "--backbone_layers", "1,1,1,1", "--num_workers", "0", "--bn", "bn", "--device", "cpu",
               "--student_init", "random", "--resume_path", str(ckpt), "--logdir", str(root / "logs")]
