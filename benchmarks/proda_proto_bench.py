@@ -6,7 +6,7 @@
 Sizes are those of stage-1 training: 256-channel features of a 896 x 512 crop at 1/4 resolution
 (224 x 128), 19 classes; get_prototype_weight starts from the EMA features of the full
 2048 x 1024 image (512 x 256) and maps them onto the weak view first. The loop versions
-(tests/reference_loops.py) are the reference's code paths (one pass per class, one .item() per
+(tests/proda/reference_loops.py) are the reference's code paths (one pass per class, one .item() per
 image and class, one update per vector); each row also reports how far apart the two results are (the distances
 element by element, the rest relative to the largest value).
 
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# run from a checkout; tests/ itself, since an installed package may own the name `tests`
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+# run from a checkout; tests/proda/ itself, since an installed package may own the name `tests`
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests", "proda")]
 from reference_loops import loop_distance, loop_mean_vectors, loop_strong_transform, loop_update  # noqa: E402
 from proda.data.replay import full_to_weak, strong_transform  # noqa: E402
 from proda.models.prototypes import class_mean_vectors, prototype_distance, update_prototypes  # noqa: E402

@@ -6,7 +6,7 @@
 # test that compares a stored number without a tolerance fails here before it fails for a user.
 #
 #   bash scripts/test_capabilities.sh                  # the default suite (pytest.ini: not slow)
-#   bash scripts/test_capabilities.sh tests/test_proda_pinning.py   # arguments go to pytest
+#   bash scripts/test_capabilities.sh tests/proda/test_proda_step_golden.py   # arguments go to pytest
 # Variables: PYTHON (default python), CAPABILITIES (default "native avx2 default"),
 # OUT (log folder, default a new temporary one). Exit status: 0 when every run passed.
 set -uo pipefail

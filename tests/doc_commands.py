@@ -66,19 +66,19 @@ CLASSES: List[Tuple[str, Class]] = [
     (r"^python cifar10c\.py --cfg cfgs/imagenet/",
      Class(SLOW_MISSING, "ImageNet-C and torchvision's ResNet-50", path="hub/checkpoints/resnet50")),
     (r"^torchrun --nproc_per_node=4 ", Class(NOT_RUN, "4 processes on ImageNet-C; the multi-process path "
-                                                      "is tested by tests/test_tent_protocols_distributed.py")),
+                                                      "is tested by tests/tent/test_tent_protocols_distributed.py")),
     (r"^for s in 1 2 3 4 5; do\s+python cifar10c\.py --cfg cfgs/protocols/",
      Class(NOT_RUN, "five CIFAR-10-C runs: each needs CIFAR-10-C and robustbench's WRN-28-10, like the "
-                    "cfgs/(source|norm|tent) rows; tests/test_tent_protocols.py tests tent.average")),
+                    "cfgs/(source|norm|tent) rows; tests/tent/test_tent_protocols.py tests tent.average")),
     (r"^python -m tent\.average runs/rng\*/\*_stream\.json$",
      Class(MISSING, "needs the five runs' stream files", path="runs/rng*/*_stream.json", timeout=120)),
     (r"^python scripts/ship_source_models\.py$",
      Class(NOT_RUN, "retrains and rewrites the shipped tent/weights/ (7.4 min); "
-                    "tests/test_tent_shipped_models.py checks the shipped files against manifest.json")),
+                    "tests/tent/test_tent_shipped_models.py checks the shipped files against manifest.json")),
     # ProDA on the real data: Cityscapes / GTA5 / SYNTHIA and the released checkpoints
     (r"^python -m proda\.launch --standalone --nproc_per_node=4 ",
      Class(NOT_RUN, "4 GPUs on GTA5 -> Cityscapes; the launcher is tested with 2 CPU processes by "
-                    "tests/test_proda_reliability_resume.py (slow)")),
+                    "tests/proda/test_proda_resume.py (slow)")),
     (r"^(\S+=\S+ )*bash scripts/proda_(stage[123]|all)\.sh$",
      Class(MISSING, "needs the released or trained checkpoints and the datasets",
            path="_to_cityscapes_on_deeplabv2_best_model.pkl", timeout=120)),

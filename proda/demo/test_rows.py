@@ -6,7 +6,7 @@ Each group of arguments between `:::` separators is one proda.test command line;
 run one after another in this process, so torch, the data code, torch's optimiser machinery
 (tent) and matplotlib (the stream plots) load once instead of once per row. Every run seeds
 and builds its own network, loader and adaptation state (proda.test does), so each results
-file equals the one of the same command run on its own (tests/test_proda_demo_speedups.py
+file equals the one of the same command run on its own (tests/proda/test_proda_demo_speedups.py
 compares them bit for bit). The first failing run stops the rest with its exit status.
 """
 from __future__ import annotations

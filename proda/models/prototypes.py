@@ -8,7 +8,7 @@ starts them as plain means. `Prototypes` holds the vectors and counts (the refer
 `objective_vectors` and `objective_vectors_num`) and gathers updates from every process.
 
 The operations are vectorised (no Python loops over classes or pixels; loops run at most over
-the batch) and equal the reference's per-class loops (tests/reference_loops.py).
+the batch) and equal the reference's per-class loops (tests/proda/reference_loops.py).
 """
 from __future__ import annotations
 

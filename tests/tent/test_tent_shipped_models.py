@@ -23,9 +23,8 @@ import torch
 
 from tent import cifar10c, conf, digits, mnistc, models, report
 from tent.errors import CorruptFileError
-from test_tent_helpers import fresh_cfg  # noqa: F401  (fixture)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SUBSET_FILE = Path(__file__).with_name("data") / "tent_shipped_subset.json"
 TOLERANCE = 0.2  # error points; see the module docstring
 SUBSET_ARGS = ["CORRUPTION.TYPE", "[gaussian_noise, defocus_blur]", "CORRUPTION.NUM_EX", "300",

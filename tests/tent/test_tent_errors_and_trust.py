@@ -22,11 +22,10 @@ import torch
 import tent  # noqa: F401  (installs the autoattack alias robustbench needs)
 from tent import cifar10c, conf, models, preflight, safe_load
 from tent.errors import CorruptFileError, UnsafeCheckpointError
-from test_tent_helpers import fresh_cfg  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("fresh_cfg")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 N_CIFAR = 10000  # images per severity in a CIFAR-10-C file
 SMALL_ARCH = "Hendrycks2020AugMix_WRN"  # robustbench's smallest CIFAR-10 corruptions model (WRN-40-2)
 MNIST_CFG = ("MODEL:\n  ARCH: MnistCNN\n  ADAPTATION: tent\nCORRUPTION:\n  DATASET: mnist\n  NUM_EX: 20\n"

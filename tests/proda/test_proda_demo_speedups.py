@@ -16,7 +16,6 @@ import torch
 from proda import calc_prototype, engine, test as proda_test
 from proda.data import create_dataset
 from proda.demo import test_rows
-from proda.demo.synthetic import generate
 from proda.models.builders import build_student
 from proda.models.prototypes import Prototypes
 from proda.options import parse_opt
@@ -24,10 +23,9 @@ from proda_helpers import save_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
+def tree(synthetic_tree):
     """Tiny synthetic GTA5 / Cityscapes trees, a random one-block-per-stage checkpoint, shared flags."""
-    root = tmp_path_factory.mktemp("demo_speedups")
-    generate(str(root / "data"), n_source=2, n_target_train=4, n_target_val=2, size=(64, 32), seed=0)
+    root = synthetic_tree("demo_speedups", n_source=2, n_target_train=4, n_target_val=2, size=(64, 32))
     ckpt = root / "model" / "model.pkl"
     save_tiny_checkpoint(ckpt, seed=0)
     common = ["--src_rootpath", str(root / "data" / "GTA5"), "--tgt_rootpath", str(root / "data" / "cityscapes"),

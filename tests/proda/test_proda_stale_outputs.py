@@ -1,4 +1,4 @@
-"""No stale or mixed outputs (issue 7): pseudo-label folders, prototype files and training runs
+"""No stale or mixed outputs: pseudo-label folders, prototype files and training runs
 record their inputs, and a rerun with other inputs is refused with the `rm` command to run (or
 starts over with --restart) instead of reusing or mixing outputs. The stage scripts stop on
 every error, a missing config file included.
@@ -18,7 +18,7 @@ from proda.demo.synthetic import generate
 from proda.manifest import MANIFEST
 from proda_helpers import save_tiny_checkpoint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"
 
 
@@ -137,11 +137,11 @@ def test_the_shell_helpers_modules_do_not_import_torch():
     """scripts/proda_lib.sh runs opt_eval (options, manifest checks) several times a step: no torch import."""
     code = "import sys, proda.options, proda.manifest, proda.files; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     assert out.stdout.strip() == "False"
 
 
-# ----------------------------------------------------------------------------- full and read-only disks (issue 17)
+# ----------------------------------------------------------------------------- full and read-only disks
 # Simulated at the OS boundary, in-process (as root, chmod stops nothing): os.fdopen (the file of
 # every atomic write) and io.open (tensorboard's event writer) raise the OSError a full disk or a
 # read-only file system raises, for the matching paths only, once the run has written its first
@@ -281,7 +281,7 @@ def test_a_finished_run_in_a_read_only_folder_is_reported_finished(world, capsys
     assert stamps(logdir) == files
 
 
-# ----------------------------------------------------------------------------- one run per log dir (issue 17)
+# ----------------------------------------------------------------------------- one run per log dir
 
 def test_a_second_run_into_a_busy_logdir_is_refused_and_a_killed_ones_lock_does_not_block(world, capsys):
     """The first run here is a real second process holding the log dir's lock (what train does

@@ -10,7 +10,6 @@ from PIL import Image
 import tent  # noqa: F401  (installs the autoattack alias robustbench needs)
 from tent import compat, mnistc
 from tent.data import MissingResourceError, load_corruption
-from test_tent_helpers import mnist_data_dir  # noqa: F401  (fixture)
 
 N_CIFAR = 10000  # images per severity in CIFAR-10-C / CIFAR-100-C files
 

@@ -1,4 +1,4 @@
-"""--amp, --accum_steps, --scale_lr and the last checkpoint (issue 11).
+"""--amp, --accum_steps, --scale_lr and the last checkpoint.
 
 Accumulation must be exact where the batch's arithmetic allows it: with --freeze_bn and the
 head's dropout off, K micro-batches of a warm-up / source-only step update every weight as the
@@ -352,7 +352,7 @@ def test_accumulated_stage2_step_equals_the_batch_step(tmp_path):
 def test_demo_warm_up_trains_with_amp_and_accumulation_and_keeps_the_last_model(tmp_path):
     # the demo's warm-up config (from random weights) at 64x32, 2 iterations, bf16 and 2 micro-batches
     generate(str(tmp_path / "data"), n_source=4, n_target_train=4, n_target_val=2, size=(64, 32), seed=0)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     args = ["--config", os.path.join(repo, "configs", "demo", "gta2city_warmup.py"), "--root", str(tmp_path),
             "--no_resume", "--src_img_size", "64,32", "--tgt_img_size", "64,32", "--resize", "64",
             "--rcrop", "48,24", "--bs", "2", "--accum_steps", "2", "--amp", "bf16", "--scale_lr",

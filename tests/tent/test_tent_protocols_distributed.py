@@ -9,10 +9,10 @@ import pytest
 
 from tent import cifar10c, distributed
 from tent.conf import cfg
-from test_tent_helpers import TINY_MNIST_CFG, fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
+from tent_helpers import TINY_MNIST_CFG
 
 pytestmark = pytest.mark.usefixtures("fresh_cfg")
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 TINY = TINY_MNIST_CFG.replace("SEVERITY: [5]", "SEVERITY: [5, 3]").replace(
     "TYPE: [gaussian_noise, contrast]", "TYPE: [gaussian_noise, shot_noise, contrast]")
@@ -55,7 +55,7 @@ def table_lines(stderr: str):
 
 @pytest.mark.slow
 def test_two_gloo_processes_print_every_seeds_table_and_the_mean_std(tmp_path, mnist_data_dir):
-    """Several MNISTC.SEEDS under torchrun: the same tables and summary as one process (issue 16.3)."""
+    """Several MNISTC.SEEDS under torchrun: the same tables and summary as one process."""
     cfg_file = tmp_path / "tiny.yaml"
     cfg_file.write_text(TINY_MNIST_CFG)
     args = ["--cfg", str(cfg_file), "DATA_DIR", mnist_data_dir, "CKPT_DIR", str(tmp_path / "ckpt"), "DEVICE", "cpu",

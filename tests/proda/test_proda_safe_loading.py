@@ -1,4 +1,4 @@
-"""Opening a checkpoint never runs code (issue 7).
+"""Opening a checkpoint never runs code.
 
 A crafted pickle whose payload creates a marker file goes through every loader and every
 entry point that reads a checkpoint: --resume_path (train, calc_prototype,
@@ -19,12 +19,11 @@ import pytest
 import torch
 
 from proda import calc_prototype, generate_pseudo_label, test, train
-from proda.demo.synthetic import generate
 from proda.utils import (CheckpointError, atomic_save, atomic_write, load_checkpoint, set_trust_checkpoint,
                          stale_temp_files)
 from proda_helpers import save_tiny_checkpoint
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"
 
 
@@ -46,10 +45,9 @@ def crafted(path, marker):
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
+def tree(synthetic_tree):
     """Tiny data, a genuine tiny checkpoint and the flags every run shares."""
-    root = tmp_path_factory.mktemp("proda_security")
-    generate(str(root / "data"), n_source=2, n_target_train=2, n_target_val=1, size=(32, 16), seed=0)
+    root = synthetic_tree("proda_security", n_source=2, n_target_train=2, n_target_val=1, size=(32, 16))
     good = root / "good" / CKPT.format("best")
     save_tiny_checkpoint(good, iter=1, best_iou=np.float64(0.25))
     common = ["--src_rootpath", str(root / "data" / "GTA5"), "--tgt_rootpath", str(root / "data" / "cityscapes"),
@@ -187,7 +185,7 @@ def test_atomic_write_removes_stale_temp_files_of_the_same_target(tmp_path):
     assert not stale.exists() and other.exists() and open(target, "rb").read() == b"whole"
 
 
-# ----------------------------------------------------------------------------- issue 17, part 7
+# ----------------------------------------------------------------------------- error messages on bad checkpoints
 
 class Call:
     """Unpickling this calls func(*args); func's module is one torch's weights-only loader blocks."""

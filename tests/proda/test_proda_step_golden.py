@@ -1,11 +1,11 @@
 """Pinning: one step of each ProDA stage on fixed inputs gives the losses, weights, optimiser
-state and prototypes that the code before the issue-8 refactor gave, within rounding.
+state and prototypes that the code of commit c4f2885 (before the stage steps were restructured) gave, within rounding.
 
-The golden file tests/data/proda_pinning.pt was written by the code of commit c4f2885 (the last
+The golden file tests/proda/data/proda_pinning.pt was written by the code of commit c4f2885 (the last
 commit before `proda/models/adaptation_modelv2.py` was split by concept), with this file:
 
     mkdir /tmp/c4f2885 && git archive c4f2885 | tar -x -C /tmp/c4f2885
-    cd /tmp && PYTHONPATH=/tmp/c4f2885 python REPO/tests/test_proda_pinning.py --regenerate
+    cd /tmp && PYTHONPATH=/tmp/c4f2885 python REPO/tests/proda/test_proda_step_golden.py --regenerate
 
 (outside the checkout, so that the `proda` on PYTHONPATH is the one imported). Regenerate it
 only when a change of numerics is intended, from the code that makes it, and say so in the commit.
@@ -15,7 +15,7 @@ capability, thread count, date).
 Why a tolerance and not bits: float32 results depend on the CPU's kernels (ATen's SIMD level,
 oneDNN's code path on Intel vs AMD, the thread count), which sum in other orders. The golden is
 one CPU's rounding; on an AMD EPYC the bits of 154 tensors differed (a loss by 1e-7).
-Bits are compared only where both sides come from the same run (e.g. tests/test_proda_models.py,
+Bits are compared only where both sides come from the same run (e.g. tests/proda/test_proda_models.py,
 test_proda_model_protos.py, test_proda_reliability_resume.py).
 
 What is stored (the tiny network still has ~30M parameters): per tensor, its float64 L2 norm and
@@ -293,7 +293,7 @@ def test_a_perturbation_of_one_value_is_caught(observed, stage, name, by):
 
 def main() -> None:
     """Command line: --regenerate writes the golden file from the code as it is now."""
-    parser = argparse.ArgumentParser(description="Write tests/data/proda_pinning.pt from the current code.")
+    parser = argparse.ArgumentParser(description="Write tests/proda/data/proda_pinning.pt from the current code.")
     parser.add_argument("--regenerate", action="store_true", required=True)
     parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:

@@ -1,4 +1,4 @@
-"""Bad input ends in one clear line, never a traceback, and changes no existing file (issue 7).
+"""Bad input ends in one clear line, never a traceback, and changes no existing file.
 
 One parametrised row per bad option value, config file, output path, data file and
 checkpoint: the entry point exits with the expected status (2: bad option or config, found
@@ -184,7 +184,7 @@ ROWS = {
     "unknown_flag": flag("--no_such_flag", names="--no_such_flag"),
     "test_bs0": flag("--bs", "0", entry="test"), "gen_device": flag("--device", "nonsense", entry="gen"),
     "proto_lr": flag("--lr", "-5", entry="proto"),
-    # issue 17: values legal to parse and fatal to a run
+    # values legal to parse and fatal to a run
     "lr_inf": flag("--lr", "inf"), "lr_-inf": flag("--lr", "-inf"),
     "proto_temperature_inf": flag("--proto_temperature", "inf"),
     "test_tta_lr_inf": flag("--tta", "tent", "--tta_lr", "inf", entry="test", names="--tta_lr"),
@@ -229,7 +229,7 @@ ROWS = {
     "missing_soft_folder": ("train", lambda root: (common(root) + [
         "--stage", "stage1", "--used_save_pseudo", "--proto_rectify", "--ema", "--path_soft",
         str(root / "absent_soft")], "absent_soft"), 1),
-    # issue 17: pseudo labels that lie, refused when the run starts, naming the file
+    # pseudo labels that lie, refused when the run starts, naming the file
     "hard_label_100": hard_labels("lp_100", 100),
     "soft_label_5x3x3": soft_labels("soft_5x3x3", lambda k: np.full((5, 3, 3), 0.2, np.float32)),
     "soft_label_nan": soft_labels("soft_nan", lambda k: np.full_like(PROBS, np.nan)),
@@ -245,7 +245,7 @@ ROWS = {
                                                  "absent.pkl"), 1),
     "truncated_current": ("train", corrupt_current, 1),
     "prototypes_wrong_shape": ("train", wrong_prototypes, 2),
-    # issue 17: a schedule the run outlives, a loss gone NaN
+    # a schedule the run outlives, a loss gone NaN
     "max_iters_past_train_iters": flag("--max_iters", "6", "--train_iters", "2", names="--train_iters 2"),
     "diverging_lr": ("train", lambda root: (common(root) + ["--lr", "1e30", "--max_iters", "4", "--val_interval", "1",
                                                             "--logdir", str(root / "logs_diverge")], "diverged"), 2),

@@ -7,7 +7,6 @@ from PIL import Image
 
 from tent import corruptions, mnistc
 from tent.conf import ROBUSTBENCH_CORRUPTIONS, VALIDATION_CORRUPTIONS
-from test_tent_helpers import mnist_data_dir  # noqa: F401  (fixture)
 
 
 def digits(n: int = 6) -> np.ndarray:

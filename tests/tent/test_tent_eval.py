@@ -9,7 +9,7 @@ import torch
 
 from tent import cifar10c, conf, mnistc, report
 from tent.conf import cfg
-from test_tent_helpers import TINY_MNIST_CFG, fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
+from tent_helpers import TINY_MNIST_CFG
 
 pytestmark = pytest.mark.usefixtures("fresh_cfg")
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 from proda.demo.synthetic import generate
 from proda.models.deeplabv2 import Deeplab
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = ["base", "warmup", "stage1_pseudo", "stage1_prototypes", "stage1",
          "stage2_pseudo", "stage2", "stage3_pseudo", "stage3"]
 BEST = "from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl"

@@ -1,4 +1,4 @@
-"""Exact resume (issue 7): a run interrupted after a checkpoint and rerun with the same command
+"""Exact resume: a run interrupted after a checkpoint and rerun with the same command
 ends bit for bit where an uninterrupted run ends: every tensor of the current and best
 checkpoints (weights, EMA network, optimisers, schedules, prototypes and counts, random state)
 and every counter (iteration, best mIoU) has max abs diff 0.
@@ -20,10 +20,9 @@ import pytest
 import torch
 
 from proda import calc_prototype, generate_pseudo_label, train
-from proda.demo.synthetic import generate
 from proda.utils import atomic_save, interrupts_deferred
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"
 TINY = """_base_ = "{base}"
 root = "{root}"
@@ -39,10 +38,9 @@ device = "cpu"
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
+def tree(synthetic_tree):
     """Tiny synthetic data and tiny versions of three demo configs."""
-    root = tmp_path_factory.mktemp("proda_resume")
-    generate(str(root / "data"), n_source=6, n_target_train=6, n_target_val=2, size=(32, 16), seed=0)
+    root = synthetic_tree("proda_resume", n_source=6, n_target_train=6, n_target_val=2, size=(32, 16))
     for name, base in [("src_only", "src_only"), ("warmup", "gta2city_warmup"), ("stage1", "gta2city_stage1")]:
         (root / f"{name}.py").write_text(TINY.format(base=f"{REPO}/configs/demo/{base}.py", root=root))
     return root
@@ -96,15 +94,6 @@ class InterruptWhenPickled:
     def __reduce__(self):
         signal.raise_signal(signal.SIGINT)
         return collections.OrderedDict, ()
-
-
-@pytest.fixture
-def python_sigint_handler():
-    """Python's own Ctrl-C handler for the test: a background job inherits SIGINT ignored (SIG_IGN),
-    and the held signal is delivered to whatever handler was there before."""
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, previous)
 
 
 def test_ctrl_c_during_a_checkpoint_write_lands_after_it(tmp_path, python_sigint_handler):
@@ -273,7 +262,7 @@ def test_stage1_resume_is_exact_and_repairs_the_best_file(tree):
     assert max_abs_diff(intact, load(str(tree / "logs" / "start"), "best")) == 0.0
 
 
-# ----------------------------------------------------------------------------- torchrun (issue 17)
+# ----------------------------------------------------------------------------- torchrun
 
 def launch_train(flags, nproc=2):
     """Start `python -m proda.launch` (torchrun's arguments) with `nproc` CPU processes, in a

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from tent import cifar10c, digits, mnistc
-from test_tent_helpers import fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
 
 
 def test_common_layout_puts_the_8x8_digit_in_mnists_20px_box():

@@ -8,11 +8,10 @@ import pytest
 
 from tent import conf
 from tent.conf import cfg
-from test_tent_helpers import fresh_cfg  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("fresh_cfg")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_cfg(tmp_path: Path, text: str, name: str = "my.yaml") -> str:

@@ -5,7 +5,7 @@ Each replay yields the events of a stream: ("reset",) where the peer calls `mode
 the order its loader yields them. A sample id is (corruption, index in that corruption's file).
 `mariodoebler_updates` replays the update / reset bookkeeping of its `TTAMethod.forward`.
 
-Read from (commits as fetched for issue 16):
+Read from (commits as fetched):
 - DequanWang/tent cifar10c.py and qinenergy/cotta cifar/cifar10c.py, imagenet/imagenetc.py,
   cifar/cifar10c_gradual.py (c212a20): robustbench's loaders, `n_examples` first images, unshuffled.
 - mariodoebler/test-time-adaptation (8b2ed63) classification/test_time.py (`evaluate`),

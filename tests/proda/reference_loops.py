@@ -1,6 +1,6 @@
 """Per-class loop versions of ProDA's prototype operations, in the reference's form.
 
-The oracle tests/test_proda_model_protos.py checks the vectorised operations of
+The oracle tests/proda/test_proda_model_protos.py checks the vectorised operations of
 proda/models/prototypes.py and proda/data/replay.py with, and the baseline that
 benchmarks/proda_proto_bench.py times them against. Kept out of the package on purpose:
 nothing in training uses them.

@@ -13,7 +13,7 @@ from tent import tent as tent_lib
 from tent.conf import cfg
 from tent.window import SlidingWindow
 import peer_loops
-from test_tent_helpers import TINY_MNIST_CFG, fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
+from tent_helpers import TINY_MNIST_CFG
 
 pytestmark = pytest.mark.usefixtures("fresh_cfg")
 
@@ -474,7 +474,7 @@ def test_protocol_defaults_are_the_reference():
 
 
 def test_published_anchor_configs_are_valid():
-    for path in sorted((Path(__file__).resolve().parents[1] / "cfgs" / "protocols").glob("*.yaml")):
+    for path in sorted((Path(__file__).resolve().parents[2] / "cfgs" / "protocols").glob("*.yaml")):
         conf.reset_cfg()
         conf.merge_from_file(str(path))
         conf.assert_and_infer_cfg()

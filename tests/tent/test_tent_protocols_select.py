@@ -7,7 +7,6 @@ import yaml
 
 from tent import conf, select
 from tent.conf import VALIDATION_CORRUPTIONS, cfg
-from test_tent_helpers import fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("fresh_cfg")
 

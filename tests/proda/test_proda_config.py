@@ -14,7 +14,7 @@ from proda.config import Config, ConfigError
 from proda.demo import synthetic
 from proda.options import parse_opt
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.py"), recursive=True))
 
 
@@ -89,7 +89,7 @@ def test_wrong_type_names_the_option(tmp_path, capsys, text, key):
     ("rcrop = [64, object()]\n", ["'rcrop'", "list"]),
 ])
 def test_values_that_are_not_data_are_refused_not_dropped(tmp_path, capsys, text, names):
-    """A config binding a public name to code was dropped silently and the default used (issue 17)."""
+    """A config binding a public name to code was dropped silently and the default used."""
     code, lines = bad_config_message(tmp_path, capsys, text)
     assert code == 2 and len(lines) == 1 and "bad.py" in lines[0]
     assert all(n in lines[0] for n in names), lines

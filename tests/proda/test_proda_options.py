@@ -11,7 +11,7 @@ from proda import calc_prototype, generate_pseudo_label, test as proda_test, tra
 from proda.engine import INFERENCE_OPTIONS
 from proda.options import ENTRY_GROUPS, FrozenOptionsError, Options, get_parser, parse_opt
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.py"), recursive=True))
 MAINS = {"train": train.main, "test": proda_test.main, "generate_pseudo_label": generate_pseudo_label.main,
          "calc_prototype": calc_prototype.main}

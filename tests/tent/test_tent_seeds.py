@@ -10,7 +10,7 @@ import torch
 
 from tent import cifar10c, conf, mnistc, models, report
 from tent.errors import UnsafeCheckpointError
-from test_tent_helpers import TINY_MNIST_CFG, fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
+from tent_helpers import TINY_MNIST_CFG
 
 pytestmark = pytest.mark.usefixtures("fresh_cfg")
 

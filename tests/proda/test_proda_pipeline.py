@@ -17,7 +17,6 @@ from PIL import Image
 
 from proda import calc_prototype, generate_pseudo_label, test, train
 from proda.data import find_dataset_using_name
-from proda.demo.synthetic import generate
 from proda.models.deeplabv2 import Deeplab
 from proda.options import parse_opt
 
@@ -25,10 +24,9 @@ CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"
 
 
 @pytest.fixture(scope="module")
-def tree(tmp_path_factory):
+def tree(synthetic_tree):
     """Tiny synthetic GTA5 / Cityscapes trees and the options every step shares."""
-    root = tmp_path_factory.mktemp("proda_pipeline")
-    generate(str(root / "data"), n_source=4, n_target_train=4, n_target_val=2, size=(64, 32), seed=0)
+    root = synthetic_tree("proda_pipeline", n_source=4, n_target_train=4, n_target_val=2, size=(64, 32))
     common = ["--src_rootpath", str(root / "data" / "GTA5"), "--tgt_rootpath", str(root / "data" / "cityscapes"),
               "--src_img_size", "64,32", "--tgt_img_size", "64,32", "--resize", "64", "--rcrop", "48,24",
               "--backbone_layers", "1,1,1,1", "--bs", "2", "--num_workers", "0", "--bn", "bn",

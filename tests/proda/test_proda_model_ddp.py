@@ -114,7 +114,7 @@ def process_state_worker(rank, init_file, out_dir):
 
 
 def test_every_process_state_is_gathered_in_rank_order(tmp_path):
-    """What a torchrun checkpoint saves per process (issue 17): its own random state, data
+    """What a torchrun checkpoint saves per process: its own random state, data
     position and buffers, so that each process of a resumed run starts where it stood."""
     own = run_two(process_state_worker, tmp_path, start_method="fork")
     states = torch.load(tmp_path / "states.pt", weights_only=True)
