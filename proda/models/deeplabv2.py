@@ -23,9 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from proda.models.utils import freeze_bn_params, is_batchnorm
-from proda.utils import CheckpointError, load_checkpoint
+from proda.utils import LOGGER_NAME, CheckpointError, load_checkpoint
 
-logger = logging.getLogger(__name__)
+run_logger = logging.getLogger(LOGGER_NAME)  # the run's log file and console, where the init count belongs
 
 affine_par = True
 RESNET101_LAYERS = (3, 4, 23, 3)
@@ -253,16 +253,49 @@ def require_tensors(weights: Any, path: str, what: str) -> Dict[str, torch.Tenso
     return weights
 
 
-def load_matching(model: nn.Module, pretrain_dict: Dict[str, torch.Tensor]) -> int:
-    """Copy the entries whose names the model has (the reference's partial init); returns how many."""
-    state_dict = model.state_dict()
-    matched = {k: v for k, v in pretrain_dict.items() if k in state_dict}
+BACKBONE = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")  # what a pretrained file initialises
+# prefixes a backbone's keys carry in other code's files: (Distributed)DataParallel, SimCLR/MoCo encoders,
+# detection/segmentation backbones; tried alone and nested, the one matching most backbone tensors wins
+WRAPPER_PREFIXES = ("", "module.", "encoder.", "backbone.", "module.encoder.", "module.backbone.",
+                    "encoder.module.", "backbone.module.")
+
+
+def backbone_keys(model: nn.Module) -> list:
+    """The backbone tensors a pretrained file must provide (BN batch counters excepted: old files lack them)."""
+    return [k for k in model.state_dict() if k.startswith(BACKBONE) and not k.endswith("num_batches_tracked")]
+
+
+def unwrap_keys(weights: Dict[str, torch.Tensor], wanted: Sequence[str]) -> tuple:
+    """The file's tensors under the wrapper prefix that names the most backbone tensors, and that prefix."""
+    def under(prefix: str) -> Dict[str, torch.Tensor]:
+        return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    best = max(WRAPPER_PREFIXES, key=lambda p: sum(k in under(p) for k in wanted))  # "" first: kept on ties
+    return under(best), best
+
+
+def load_matching(model: nn.Module, weights: Dict[str, torch.Tensor], path: str, what: str,
+                  allow_partial: bool = False) -> int:
+    """Copy the file's backbone tensors into the model (the reference's partial init, keys unwrapped);
+    refuse a file that leaves part of the backbone uninitialised unless allow_partial; returns the count."""
+    state_dict, wanted = model.state_dict(), backbone_keys(model)
+    weights, prefix = unwrap_keys(weights, wanted)
+    matched = {k: v for k, v in weights.items() if k in state_dict and tuple(v.shape) == tuple(state_dict[k].shape)}
+    absent = [k for k in wanted if k not in matched]
+    if absent and not allow_partial:
+        sample = ", ".join(list(weights)[:3]) or "none"
+        raise CheckpointError(f"{path} ({what}) initialises {len(wanted) - len(absent)} of the model's {len(wanted)} "
+                              f"backbone tensors (missing e.g. {', '.join(absent[:2])}; the file's keys look like "
+                              f"{sample}): pass --allow_partial_init to train from a partial initialisation")
     state_dict.update(matched)
     model.load_state_dict(state_dict)
+    run_logger.info("initialised %d of the %d backbone tensors (%d tensors in all) from %s %s%s",
+                    len(wanted) - len(absent), len(wanted), len(matched), what, path,
+                    f" (keys under '{prefix}')" if prefix else "")
     return len(matched)
 
 
-def load_pretrained(model: nn.Module, init: str, initialization: Optional[str], imagenet_path: str) -> None:
+def load_pretrained(model: nn.Module, init: str, initialization: Optional[str], imagenet_path: str,
+                    allow_partial: bool = False) -> None:
     """Backbone initialisation: ImageNet weights, a SimCLR checkpoint's 'state_dict', or nothing (random)."""
     if init == "random":
         return
@@ -275,8 +308,7 @@ def load_pretrained(model: nn.Module, init: str, initialization: Optional[str], 
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise CheckpointError(f"SimCLR checkpoint {initialization} has no 'state_dict' entry")
         path, weights = initialization, require_tensors(checkpoint["state_dict"], initialization, "'state_dict'")
-    count = load_matching(model, weights)
-    logger.info("initialised %d tensors from %s weights %s", count, init, path)
+    load_matching(model, weights, path, f"{init} weights", allow_partial)
 
 
 def restore(model: nn.Module, restore_from: str, num_classes: int) -> None:
@@ -305,7 +337,7 @@ def restore(model: nn.Module, restore_from: str, num_classes: int) -> None:
 def Deeplab(BatchNorm: Type[nn.Module], num_classes: int = 21, freeze_bn: bool = False,
             restore_from: Optional[str] = None, initialization: Optional[str] = None, bn_clr: bool = False,
             *, layers: Sequence[int] = RESNET101_LAYERS, init: Optional[str] = None,
-            imagenet_path: str = "", trim_aspp: bool = False) -> ResNet101:
+            imagenet_path: str = "", trim_aspp: bool = False, allow_partial_init: bool = False) -> ResNet101:
     """Build ProDA's DeepLabv2 and initialise it as the reference does.
 
     initialization: None -> ImageNet weights; a path -> SimCLR checkpoint (its 'state_dict').
@@ -314,6 +346,7 @@ def Deeplab(BatchNorm: Type[nn.Module], num_classes: int = 21, freeze_bn: bool =
     pretrained weights are then not read at all (same result, no ImageNet file needed).
     layers (keyword, [added]): blocks per stage; (3, 4, 23, 3) is ResNet-101.
     trim_aspp (keyword, [added]): see conv_on_map; changes the work, not the function computed.
+    allow_partial_init (keyword, [added]): accept a pretrained file that covers only part of the backbone.
     """
     init = init or ("imagenet" if initialization is None else "simclr")
     if init not in INITIALIZATIONS:
@@ -324,5 +357,5 @@ def Deeplab(BatchNorm: Type[nn.Module], num_classes: int = 21, freeze_bn: bool =
     if restore_from is not None:
         restore(model, restore_from, num_classes)
     else:
-        load_pretrained(model, init, initialization, imagenet_path)
+        load_pretrained(model, init, initialization, imagenet_path, allow_partial_init)
     return model

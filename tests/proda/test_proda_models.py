@@ -178,7 +178,7 @@ def test_imagenet_init_from_hub_cache_and_clear_error_without_file(tmp_path, mon
     folder.mkdir(parents=True)
     weights = {"conv1.weight": torch.full((64, 3, 7, 7), 0.5), "fc.weight": torch.ones(1000, 2048)}
     torch.save(weights, folder / "resnet101-5d3b4d8f.pth")
-    net = Deeplab(nn.BatchNorm2d, num_classes=N_CLASS, layers=TINY)  # initialization=None: ImageNet
+    net = Deeplab(nn.BatchNorm2d, num_classes=N_CLASS, layers=TINY, allow_partial_init=True)  # None: ImageNet
     assert torch.all(net.conv1.weight == 0.5)
     missing = tmp_path / "nowhere" / "resnet101.pth"
     with pytest.raises(CheckpointError, match="ImageNet ResNet-101 weights not found: .*nowhere"):
@@ -188,7 +188,8 @@ def test_imagenet_init_from_hub_cache_and_clear_error_without_file(tmp_path, mon
 def test_simclr_init_loads_matching_keys_and_explains_bad_files(tmp_path):
     path = tmp_path / "r101_1x_sk0.pth"
     torch.save({"state_dict": {"layer1.0.conv1.weight": torch.full((64, 64, 1, 1), 2.0), "fc.bias": torch.ones(3)}}, path)
-    net = Deeplab(nn.BatchNorm2d, num_classes=N_CLASS, initialization=str(path), bn_clr=True, layers=TINY)
+    net = Deeplab(nn.BatchNorm2d, num_classes=N_CLASS, initialization=str(path), bn_clr=True, layers=TINY,
+                  allow_partial_init=True)
     assert torch.all(net.layer1[0].conv1.weight == 2.0) and hasattr(net, "bn_pretrain")
     with pytest.raises(CheckpointError, match="SimCLR checkpoint not found: .*missing.pth.*--simclr_path"):
         Deeplab(nn.BatchNorm2d, num_classes=N_CLASS, initialization=str(tmp_path / "missing.pth"), layers=TINY)
