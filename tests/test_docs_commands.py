@@ -169,3 +169,28 @@ def test_doc_links_resolve():
             elif anchor and path.suffix == ".md" and anchor not in heading_anchors(path.read_text(encoding="utf-8")):
                 broken.append(f"{page.name}: {target}#{anchor}")
     assert not broken, f"links that do not resolve in a clone: {broken}"
+
+
+def test_every_page_is_linked_from_the_readme():
+    """Each page under docs/ is reachable from the README in one click (its Documentation list)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\(docs/([^)#\s]+\.md)", readme))
+    pages = {page.name for page in (ROOT / "docs").glob("*.md")}
+    assert pages <= linked, f"pages the README does not link: {sorted(pages - linked)}"
+
+
+# an upstream citation names its repository (DequanWang/tent#4, microsoft/ProDA issue 20); the
+# project's own issue numbers stay in git log, not in the docs
+OWN_ISSUE = re.compile(r"(?<![\w/.-])(?:#\d+|[Ii]ssues? \d+)")
+
+
+def test_docs_cite_no_issue_of_this_project():
+    """No page refers to an issue by bare number: history belongs to git log, upstream issues name their repo."""
+    found = []
+    for page in [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md")):
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            text = re.sub(r"\(https?://[^)]*\)", "", line)  # link targets (github.com/.../issues/4) are fine
+            text = re.sub(r"[\w.-]+/[\w.-]+#\d+", "", text)  # owner/repo#N
+            found += [f"{page.name}:{number}: {m.group(0)}" for m in OWN_ISSUE.finditer(text)]
+    assert not found, f"issue references without a repository: {found}"
+
