@@ -27,7 +27,7 @@ from proda.options import parse_opt
 from proda.utils import IGNORE_INDEX, atomic_save, load_checkpoint
 
 N_CLASS = 13
-LOG = logging.getLogger("test_proda_amp_accum")
+LOG = logging.getLogger("test_proda_precision_accumulation")
 # bf16 keeps 8 bits of mantissa, fp16 11: one step's losses on these inputs stay within these
 LOSS_RTOL = {"bf16": 5e-2, "fp16": 1e-2}
 

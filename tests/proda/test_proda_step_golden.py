@@ -16,7 +16,7 @@ Why a tolerance and not bits: float32 results depend on the CPU's kernels (ATen'
 oneDNN's code path on Intel vs AMD, the thread count), which sum in other orders. The golden is
 one CPU's rounding; on an AMD EPYC the bits of 154 tensors differed (a loss by 1e-7).
 Bits are compared only where both sides come from the same run (e.g. tests/proda/test_proda_models.py,
-test_proda_model_protos.py, test_proda_reliability_resume.py).
+test_proda_model_protos.py, test_proda_resume.py).
 
 What is stored (the tiny network still has ~30M parameters): per tensor, its float64 L2 norm and
 16 values at fixed, evenly spaced flat indices. Float64 sums, stored before, are not a usable
@@ -65,7 +65,7 @@ GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "proda
 GOLDEN_COMMIT = "c4f2885"
 N_CLASS = 13
 SEED = 8
-LOG = logging.getLogger("test_proda_pinning")
+LOG = logging.getLogger("test_proda_step_golden")
 STAGES = ("src_only", "warm_up", "stage1", "stage2")
 FLAGS = {
     "src_only": ["--stage", "src_only"],
