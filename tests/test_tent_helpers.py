@@ -1,7 +1,7 @@
 """Fixtures shared by the tent test modules (imported by them; this module has no tests itself)."""
 import pytest
 
-from tent import conf, mnistc
+from tent import conf, conf_load, mnistc
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def fresh_cfg():
     conf.reset_cfg()
     yield conf.cfg
     conf.reset_cfg()
-    conf.remove_log_handlers()
+    conf_load.remove_log_handlers()
 
 
 # the tiny offline-benchmark config the evaluation tests share (500 training digits, 40 test images)
