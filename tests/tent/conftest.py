@@ -1,7 +1,7 @@
 """Fixtures of the tent tests: a generated MNIST split and a config reset around each test."""
 import pytest
 
-from tent import conf, mnistc
+from tent import conf, conf_load, mnistc
 
 
 @pytest.fixture(scope="module")
@@ -18,4 +18,4 @@ def fresh_cfg():
     conf.reset_cfg()
     yield conf.cfg
     conf.reset_cfg()
-    conf.remove_log_handlers()
+    conf_load.remove_log_handlers()

@@ -115,3 +115,33 @@ def test_launcher_bad_key_prints_one_line_without_traceback(tmp_path):
     lines = [ln for ln in proc.stderr.splitlines() if "Warning" not in ln and not ln.startswith(" ")]
     assert lines == [f"cifar10c.py: error: unknown config key MODEL.SPEED in {path}"]
     assert "Traceback" not in proc.stderr
+
+
+def test_deprecated_continual_warns_and_reads_as_setting_continual(caplog):
+    with caplog.at_level(logging.WARNING):
+        conf.merge_from_list(["MODEL.CONTINUAL", "True"])
+    assert [r.getMessage() for r in caplog.records] == [
+        "config key MODEL.CONTINUAL in the command-line overrides is deprecated: MODEL.CONTINUAL True means "
+        "SETTING continual"]
+    conf.assert_and_infer_cfg()
+    assert cfg.SETTING == "continual" and cfg.MODEL.CONTINUAL is True
+    conf.reset_cfg()  # a later override of the old key still counts: no continual left behind
+    conf.merge_from_list(["MODEL.CONTINUAL", "True", "SETTING", "reset_each_shift", "MODEL.CONTINUAL", "False"])
+    conf.assert_and_infer_cfg()
+    assert cfg.SETTING == "reset_each_shift"
+    conf.reset_cfg()
+    conf.merge_from_list(["MODEL.CONTINUAL", "True", "SETTING", "gradual"])
+    with pytest.raises(conf.ConfigError, match="MODEL.CONTINUAL must be False with a SETTING other than continual"):
+        conf.assert_and_infer_cfg()
+
+
+def test_declaring_the_keys_imports_no_data_or_model_code():
+    probe = ("import sys, tent.conf as c\n"
+             "assert not [m for m in ('tent.conf_checks', 'tent.mnistc', 'tent.digits', 'tent.preflight')"
+             " if m in sys.modules]\n"
+             "from tent.conf import load_cfg_fom_args, reset_cfg, assert_and_infer_cfg\n"
+             "from tent import conf_merge\n"
+             "assert (c._prepare, c._default, c._MISSING) == (conf_merge.prepare_value, conf_merge.default_of,"
+             " conf_merge.MISSING)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
