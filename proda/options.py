@@ -79,6 +79,7 @@ def sizes_at_least(low: int) -> Check:
     return lambda size: None if size is None or min(size) >= low else f"both sizes must be >= {low}"
 
 
+# ----------------------------------------------------------------------------- the --help groups
 # The option groups, by key; every entry point accepts every option (a config or a script's
 # EXTRA_ARGS is shared between the steps of a stage), but its --help lists only the groups it uses.
 SHARED_GROUPS = ("paths", "model", "data", "runtime")
@@ -171,11 +172,12 @@ def size(name: str, default: Optional[List[int]], help: str, feeds: Tuple[str, .
 
 OPTIONS: Tuple[Option, ...] = (
     string("config", None, "Python config file of option assignments (see configs/); flags given on the command line override it",
-         feeds=NO_OUTPUT),
+           feeds=NO_OUTPUT),
     *group(
         "paths",
-        string("root", "", "prefix for the relative data, checkpoint and pseudo-label paths below (reference: '/mnt/blob' plus 'Code/ProDA'; here: empty = relative to the working directory)",
-             feeds=NO_OUTPUT),
+        string("root", "", "prefix for the relative data, checkpoint and pseudo-label paths below (reference: "
+                           "'/mnt/blob' plus 'Code/ProDA'; here: empty = relative to the working directory)",
+               feeds=NO_OUTPUT),
         string("name", "gta2city", "experiment name: logs go to logs/<name>, pseudo labels to <save_path>/<name>", feeds=NO_OUTPUT),
         string("logdir", "", "[added] log and checkpoint directory (default: logs/<name>)", feeds=NO_OUTPUT),
         path_option("resume_path", "pretrained/warmup/from_gta5_to_cityscapes_on_deeplab101_best_model_warmup.pkl",
@@ -191,9 +193,9 @@ OPTIONS: Tuple[Option, ...] = (
         "model",
         string("model_name", "deeplabv2", choices=["deeplabv2"], feeds=EVERY_OUTPUT),
         string("bn", "sync_bn", "sync_bn: torch SyncBatchNorm when training on several GPUs (plain BatchNorm2d otherwise)",
-             choices=["sync_bn", "bn"]),
+               choices=["sync_bn", "bn"]),
         string("student_init", "stage1", "backbone initialisation before --resume_path is loaded ('random' [added]: no pretrained weights)",
-             choices=["stage1", "imagenet", "simclr", "random"]),
+               choices=["stage1", "imagenet", "simclr", "random"]),
         flag("bn_clr", "if true, add a bn layer for the output of simclr model", feeds=EVERY_OUTPUT),
         Option("backbone_layers", _layers, [3, 4, 23, 3],
                "[added] bottleneck blocks per ResNet stage; 3,4,23,3 is ResNet-101 (smaller for tests and the CPU demo)",
@@ -211,8 +213,8 @@ OPTIONS: Tuple[Option, ...] = (
               feeds=NOT_LABELS),
         count("num_workers", 6, 0, feeds=NO_OUTPUT),
         flag("no_droplast"),
-        size("src_img_size", None, "[added] W,H the source images are resized to first (default: the reference's, GTA5 1914,1052 / SYNTHIA 1280,760)",
-             feeds=NOT_LABELS),
+        size("src_img_size", None, "[added] W,H the source images are resized to first (default: the reference's, "
+                                   "GTA5 1914,1052 / SYNTHIA 1280,760)", feeds=NOT_LABELS),
         size("tgt_img_size", None, "[added] W,H the target images are resized to first (default: the reference's 2048,1024)",
              feeds=EVERY_OUTPUT),
     ),
@@ -230,8 +232,8 @@ OPTIONS: Tuple[Option, ...] = (
     ),
     *group(
         "training",
-        string("stage", "stage1", "warm_up (adversarial) | src_only (source only) | stage1 (denoising + structure) | stage2/stage3 (distillation)",
-             choices=STAGES),
+        string("stage", "stage1", "warm_up (adversarial) | src_only (source only) | stage1 (denoising + structure) "
+                                  "| stage2/stage3 (distillation)", choices=STAGES),
         weight("lr", 0.0001),
         count("epochs", 84, 0, "epochs over the target loader", feeds=NO_OUTPUT),
         count("train_iters", 90000, 1, "length of the poly learning-rate schedule"),
@@ -283,7 +285,7 @@ OPTIONS: Tuple[Option, ...] = (
     *group(
         "hardware",
         string("amp", "off", "mixed precision: autocast the network forwards (losses, prototypes and the EMA update stay "
-                           "float32); fp16 adds gradient scaling", choices=["off", "bf16", "fp16"]),
+                             "float32); fp16 adds gradient scaling", choices=["off", "bf16", "fp16"]),
         count("accum_steps", 1, 1, "gradient accumulation: each optimiser step sums this many micro-batches of bs / accum_steps "
                                    "(--bs stays the effective batch)"),
         flag("scale_lr", "scale every learning rate by bs / 4 (the reference's batch), the maintainers' advice for other batch sizes"),
@@ -313,13 +315,13 @@ OPTIONS: Tuple[Option, ...] = (
     *group(
         "tta",
         string("tta", "none", "adapt while evaluating: norm (test-batch BN statistics) or tent (also entropy steps on the BN affine)",
-             choices=["none", "norm", "tent"]),
+               choices=["none", "norm", "tent"]),
         weight("tta_lr", 1e-3, "tent's learning rate (the tent reference's Adam 1e-3)"),
         count("tta_steps", 1, 1, "tent's gradient steps per batch"),
         string("tta_optim", "adam", "tent's optimiser (SGD: momentum 0.9)", choices=["adam", "sgd"]),
         flag("tta_episodic", "restore the network before every batch (with --bs 1: every image); default: online over the stream"),
-        string("tta_bn_stats", "batch", "tent: normalise with the test batch's statistics (tent) or keep the source running statistics and adapt only the affine",
-             choices=["batch", "source"]),
+        string("tta_bn_stats", "batch", "tent: normalise with the test batch's statistics (tent) or keep the source "
+                                        "running statistics and adapt only the affine", choices=["batch", "source"]),
     ),
 )
 DECLARED: Dict[str, Option] = {option.name: option for option in OPTIONS}
@@ -330,6 +332,8 @@ def feeding(output: str) -> List[str]:
     """The options whose value is recorded with `output` (LABELS, PROTOTYPES or TRAINING)."""
     return [option.name for option in OPTIONS if output in option.feeds]
 
+
+# ----------------------------------------------------------------------------- parser and config files
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse reporting a bad flag in one line (exit 2), not the usage text plus the message."""
