@@ -18,21 +18,18 @@ import shutil
 from typing import Any, Dict, Iterable, List, Optional
 
 from proda.files import OptionError, atomic_write
+from proda.options import LABELS, OPTIONS, PROTOTYPES, TRAINING, feeding
+from proda.pseudo_labels import saved_pseudo_labels
 
 MANIFEST = ".manifest.json"  # inside a pseudo-label folder
 CHUNK = 1 << 22
 
-# options that change pseudo labels and prototypes (besides the checkpoint)
-LABEL_OPTIONS = ["soft", "flip", "n_class", "tgt_dataset", "tgt_rootpath", "tgt_img_size", "model_name",
-                 "backbone_layers", "bn_clr"]
-PROTOTYPE_OPTIONS = ["source", "n_class", "src_dataset", "tgt_dataset", "src_rootpath", "tgt_rootpath",
-                     "src_img_size", "tgt_img_size", "model_name", "backbone_layers", "bn_clr", "bs", "seed"]
-# options a training run may change between its runs: where it logs and how fast it gets there
-RUN_FREE_OPTIONS = {"logdir", "num_workers", "print_interval", "max_iters", "epochs", "restart", "device",
-                    "trust_checkpoint", "config", "root", "name", "save_path", "results_json", "save_pred",
-                    "soft", "flip", "source",
-                    # recorded through the identity of what they point to
-                    "resume_path", "path_soft", "path_LP", "simclr_path", "imagenet_path"}
+# the options recorded with each output, as declared in proda/options.py
+LABEL_OPTIONS = feeding(LABELS)
+PROTOTYPE_OPTIONS = feeding(PROTOTYPES)
+# options a training run may change between its runs: where it logs and how fast it gets there,
+# the other entry points' options, and paths recorded through the identity of what they point to
+RUN_FREE_OPTIONS = {option.name for option in OPTIONS if TRAINING not in option.feeds}
 
 
 def file_hash(path: str) -> Optional[str]:
@@ -173,9 +170,9 @@ def training_inputs(opt: argparse.Namespace, prototype_path: Optional[str]) -> D
     files = {"resume_path": file_hash(opt.resume_path) if (not opt.no_resume or opt.distillation > 0) else None,
              "simclr_path": file_hash(opt.simclr_path) if opt.student_init == "simclr" else None,
              "prototypes": file_hash(prototype_path) if prototype_path else None}
-    if opt.used_save_pseudo:
-        folder = opt.path_soft if opt.proto_rectify else opt.path_LP
-        files["pseudo_labels"] = read_json(os.path.join(folder, MANIFEST))
+    pseudo_labels = saved_pseudo_labels(opt)
+    if pseudo_labels is not None:
+        files["pseudo_labels"] = read_json(os.path.join(pseudo_labels.folder, MANIFEST))
     return {"options": options, "files": files}
 
 

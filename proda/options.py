@@ -1,11 +1,15 @@
-"""Command-line options of every ProDA entry point, and the `--config FILE` mechanism.
+"""Command-line options of every ProDA entry point, declared once, and the `--config FILE` mechanism.
 
 All entry points (train, calc_prototype, generate_pseudo_label, test) accept one option set:
 the reference `parser_train.py` flags with the reference defaults, the entry-specific flags
 of the reference scripts (`--soft`, `--flip`, `--save_path`, `--source`), and a few
-additions that are documented in place and listed in docs/fidelity.md. The options come in
-groups; each entry point's --help lists the shared groups and its own (ENTRY_GROUPS), while
-a shared config file or command line may still set the others.
+additions marked [added] in their help and listed in docs/fidelity.md.
+
+Each option is one `Option` in `OPTIONS`: flag name, type, default, help, group, allowed
+values, whether it is a path under --root, and which outputs it feeds (the records a rerun
+compares, proda/manifest.py). The parser, the range checks, `PATH_OPTIONS` and the manifest's
+option lists are derived from that table. Each entry point's --help lists the shared groups
+and its own (ENTRY_GROUPS), while a shared config file or command line may still set the others.
 
 `parse_opt` resolves the options once -- the entry point's overrides, paths under --root,
 under torchrun each process's batch and device -- and returns them frozen (`Options`).
@@ -17,14 +21,16 @@ naming the option (exit status 2).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from proda.config import Config, ConfigError
 
 STAGES = ("warm_up", "src_only", "stage1", "stage2", "stage3")
+SEED_LIMIT = 2 ** 32  # NumPy's seed must be below it (np.random.seed raises ValueError)
 
 
 def _pair(text: str) -> List[int]:
@@ -47,14 +53,33 @@ def _layers(text: str) -> List[int]:
     return blocks
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse reporting a bad flag in one line (exit 2), not the usage text plus the message."""
+# ----------------------------------------------------------------------------- allowed values
+# A check takes an option's value and returns what the value must be ("must be >= 1"), or None.
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        """Exit 2 with one line naming the flag."""
-        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+Check = Callable[[Any], Optional[str]]
 
 
+def at_least(low: float, text: str = "") -> Check:
+    """Values >= low (NaN is out of range too)."""
+    return lambda value: None if value >= low else f"must be {text or f'>= {low}'}"
+
+
+def below(limit: int, text: str) -> Check:
+    """Values < limit."""
+    return lambda value: None if value < limit else f"must be < {text}"
+
+
+def within(low: float, high: float) -> Check:
+    """Values in [low, high]."""
+    return lambda value: None if low <= value <= high else f"must be in [{low}, {high}]"
+
+
+def sizes_at_least(low: int) -> Check:
+    """W,H pairs whose sizes are both >= low (None: the dataset's own size)."""
+    return lambda size: None if size is None or min(size) >= low else f"both sizes must be >= {low}"
+
+
+# ----------------------------------------------------------------------------- the --help groups
 # The option groups, by key; every entry point accepts every option (a config or a script's
 # EXTRA_ARGS is shared between the steps of a stage), but its --help lists only the groups it uses.
 SHARED_GROUPS = ("paths", "model", "data", "runtime")
@@ -78,221 +103,311 @@ GROUP_TITLES = {
 }
 
 
+# ----------------------------------------------------------------------------- the declarations
+# The outputs an option's value feeds: it is recorded beside them, and a rerun with another
+# value refuses to reuse them (proda/manifest.py). Paths to inputs feed nothing by value:
+# the content they point to is recorded instead (checkpoint and pseudo-label hashes).
+LABELS, PROTOTYPES, TRAINING = "pseudo labels", "prototypes", "training"
+EVERY_OUTPUT = (LABELS, PROTOTYPES, TRAINING)  # the target data and the network
+NOT_LABELS = (PROTOTYPES, TRAINING)            # the source data, the batch and the seed
+NO_OUTPUT = ()                                 # where outputs go, how fast, and paths to recorded inputs
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One option: its flag (--name), type (None: an on/off flag), default, help, choices, the
+    checks of its values, whether it is a path under --root, the outputs it feeds, its group."""
+
+    name: str
+    type: Optional[Callable[[str], Any]] = None
+    default: Any = False
+    help: Optional[str] = None
+    choices: Optional[Sequence[Any]] = None
+    checks: Tuple[Check, ...] = ()
+    path: bool = False
+    feeds: Tuple[str, ...] = (TRAINING,)
+    group: str = ""
+
+
+def group(key: str, *options: Option) -> Tuple[Option, ...]:
+    """The options of one --help group."""
+    return tuple(dataclasses.replace(option, group=key) for option in options)
+
+
+def flag(name: str, help: Optional[str] = None, feeds: Tuple[str, ...] = (TRAINING,)) -> Option:
+    """An on/off option (off by default)."""
+    return Option(name, help=help, feeds=feeds)
+
+
+def ratio(name: str, default: float, help: Optional[str] = None) -> Option:
+    """A float in [0, 1]."""
+    return Option(name, float, default, help, checks=(within(0, 1),))
+
+
+def weight(name: str, default: float, help: Optional[str] = None) -> Option:
+    """A loss weight or learning rate: a float >= 0."""
+    return Option(name, float, default, help, checks=(at_least(0),))
+
+
+def count(name: str, default: int, low: int, help: Optional[str] = None, feeds: Tuple[str, ...] = (TRAINING,)) -> Option:
+    """An integer >= low."""
+    return Option(name, int, default, help, checks=(at_least(low),), feeds=feeds)
+
+
+def path_option(name: str, default: str, help: Optional[str] = None, feeds: Tuple[str, ...] = NO_OUTPUT) -> Option:
+    """A path, prefixed with --root when relative."""
+    return Option(name, str, default, help, path=True, feeds=feeds)
+
+
+def string(name: str, default: str, help: Optional[str] = None, choices: Optional[Sequence[str]] = None,
+         feeds: Tuple[str, ...] = (TRAINING,)) -> Option:
+    """A string option."""
+    return Option(name, str, default, help, choices=choices, feeds=feeds)
+
+
+def size(name: str, default: Optional[List[int]], help: str, feeds: Tuple[str, ...]) -> Option:
+    """A 'W,H' image size."""
+    return Option(name, _pair, default, help, checks=(sizes_at_least(1),), feeds=feeds)
+
+
+OPTIONS: Tuple[Option, ...] = (
+    string("config", None, "Python config file of option assignments (see configs/); flags given on the command line override it",
+           feeds=NO_OUTPUT),
+    *group(
+        "paths",
+        string("root", "", "prefix for the relative data, checkpoint and pseudo-label paths below (reference: "
+                           "'/mnt/blob' plus 'Code/ProDA'; here: empty = relative to the working directory)",
+               feeds=NO_OUTPUT),
+        string("name", "gta2city", "experiment name: logs go to logs/<name>, pseudo labels to <save_path>/<name>", feeds=NO_OUTPUT),
+        string("logdir", "", "[added] log and checkpoint directory (default: logs/<name>)", feeds=NO_OUTPUT),
+        path_option("resume_path", "pretrained/warmup/from_gta5_to_cityscapes_on_deeplab101_best_model_warmup.pkl",
+             "checkpoint to start from (warm-up / previous stage); its folder also holds the prototype file"),
+        path_option("src_rootpath", "Dataset/GTA5", feeds=NOT_LABELS),
+        path_option("tgt_rootpath", "Dataset/cityscapes", feeds=EVERY_OUTPUT),
+        path_option("simclr_path", "pretrained/simclr/r101_1x_sk0.pth",
+             "[added] SimCLR ResNet-101 checkpoint for --student_init simclr (reference: fixed path)"),
+        path_option("imagenet_path", "",
+             "[added] local torchvision ResNet-101 ImageNet weights (default: torch hub cache, resnet101-5d3b4d8f.pth)"),
+    ),
+    *group(
+        "model",
+        string("model_name", "deeplabv2", choices=["deeplabv2"], feeds=EVERY_OUTPUT),
+        string("bn", "sync_bn", "sync_bn: torch SyncBatchNorm when training on several GPUs (plain BatchNorm2d otherwise)",
+               choices=["sync_bn", "bn"]),
+        string("student_init", "stage1", "backbone initialisation before --resume_path is loaded ('random' [added]: no pretrained weights)",
+               choices=["stage1", "imagenet", "simclr", "random"]),
+        flag("bn_clr", "if true, add a bn layer for the output of simclr model", feeds=EVERY_OUTPUT),
+        Option("backbone_layers", _layers, [3, 4, 23, 3],
+               "[added] bottleneck blocks per ResNet stage; 3,4,23,3 is ResNet-101 (smaller for tests and the CPU demo)",
+               feeds=EVERY_OUTPUT),
+        flag("trim_aspp", "[added] ASPP's dilated 3x3 convs skip the kernel taps that fall outside a feature map "
+                          "smaller than their dilation (they read zero padding only): same function, rounding "
+                          "differs (~1e-7); speeds up tiny images (the CPU demo), never triggers at the reference sizes"),
+    ),
+    *group(
+        "data",
+        string("src_dataset", "gta5", choices=["gta5", "synthia", "cityscapes"], feeds=NOT_LABELS),
+        string("tgt_dataset", "cityscapes", choices=["cityscapes"], feeds=EVERY_OUTPUT),
+        Option("n_class", int, 19, choices=[19, 16, 13], feeds=EVERY_OUTPUT),
+        count("bs", 4, 1, "total batch size (split across torchrun processes, as the reference's DataParallel split it across GPUs)",
+              feeds=NOT_LABELS),
+        count("num_workers", 6, 0, feeds=NO_OUTPUT),
+        flag("no_droplast"),
+        size("src_img_size", None, "[added] W,H the source images are resized to first (default: the reference's, "
+                                   "GTA5 1914,1052 / SYNTHIA 1280,760)", feeds=NOT_LABELS),
+        size("tgt_img_size", None, "[added] W,H the target images are resized to first (default: the reference's 2048,1024)",
+             feeds=EVERY_OUTPUT),
+    ),
+    *group(
+        "runtime",
+        Option("seed", int, 1337, "random seed", checks=(at_least(0), below(SEED_LIMIT, f"2**32 ({SEED_LIMIT})")),
+               feeds=NOT_LABELS),
+        string("device", "auto", "[added] auto (CUDA when present) | cpu | cuda | cuda:N", feeds=NO_OUTPUT),
+        flag("restart", "[added] start over: ignore an interrupted or finished run's checkpoint in the log dir "
+                        "(train), or relabel / recompute outputs made from other inputs (pseudo labels, prototypes)",
+             feeds=NO_OUTPUT),
+        flag("trust_checkpoint", "[added] also load checkpoint files that pickle arbitrary Python objects; such a file can "
+                                 "run any code on this machine when loaded, so use it only for files from a source you trust",
+             feeds=NO_OUTPUT),
+    ),
+    *group(
+        "training",
+        string("stage", "stage1", "warm_up (adversarial) | src_only (source only) | stage1 (denoising + structure) "
+                                  "| stage2/stage3 (distillation)", choices=STAGES),
+        weight("lr", 0.0001),
+        count("epochs", 84, 0, "epochs over the target loader", feeds=NO_OUTPUT),
+        count("train_iters", 90000, 1, "length of the poly learning-rate schedule"),
+        count("max_iters", 0, 0, "[added] stop after this many iterations (0: run all --epochs, as the reference)",
+              feeds=NO_OUTPUT),
+        flag("no_resume", "do not load --resume_path into the student"),
+        flag("finetune", "separate 1x / 10x learning rates for backbone / head"),
+        flag("unique_lr_params", "[added] give SGD each backbone parameter once in the 1x group (the corrected form; the "
+                                 "reference's get_1x_lr_params yields most of them 3-4 times, so with --finetune or "
+                                 "warm_up SGD updates them 3-4 times per step)"),
+        flag("freeze_bn"),
+        flag("ema", "use ema model"),
+        flag("ema_bn", "add extra bn for ema model"),
+        flag("moving_prototype"),
+        ratio("proto_momentum", 0.0001),
+        flag("proto_rectify"),
+        Option("proto_temperature", float, 1.0, checks=(at_least(1e-12, "> 0"),)),
+        ratio("train_thred", 0, "stage 1: rectified pseudo labels below this probability are ignored"),
+    ),
+    *group(
+        "training data",
+        count("resize", 2200, 1, "resize long size"),
+        size("rcrop", [896, 512], "random crop size W,H", feeds=(TRAINING,)),
+        ratio("hflip", 0.5, "random flip probability"),
+        flag("noshuffle", "do not use shuffle"),
+        flag("noaug", "do not use data augmentation"),
+        flag("used_save_pseudo", "if True used saved pseudo label"),
+        path_option("path_LP", "Pseudo/pretrain_warmup/LP0.95", "folder of hard pseudo labels (stage 2/3)"),
+        path_option("path_soft", "Pseudo/pretrain_warmup_soft/LP0.0", "folder of soft pseudo labels (stage 1)"),
+        Option("threshold", float, -1, "stage 2/3: pseudo labels with confidence <= threshold are ignored",
+               checks=(within(-1, 1),)),
+    ),
+    *group(
+        "losses",
+        string("gan", "LS", choices=["Vanilla", "LS"]),
+        weight("adv", 0.01, "loss weight of adv loss, only use when stage=warm_up"),
+        weight("S_pseudo_src", 0.0, "loss weight of pseudo label for strong augmentation of source"),
+        flag("rce", "if true, use symmetry cross entropy loss"),
+        weight("rce_alpha", 0.1, "loss weight for symmetry cross entropy loss"),
+        weight("rce_beta", 1.0, "loss weight for symmetry cross entropy loss"),
+        weight("regular_w", 0, "loss weight for regular term"),
+        string("regular_type", "MRKLD", choices=["MRENT", "MRKLD"]),
+        weight("proto_consistW", 1.0, "loss weight for proto_consist"),
+        weight("distillation", 0, "kl loss weight"),
+        flag("kd_log_softmax", "[added] pass a log-softmax student to the distillation KL (the corrected form; "
+                               "the reference passes a softmax, microsoft/ProDA issues 20 and 43)"),
+        weight("S_pseudo", 0.0, "loss weight of pseudo label for strong augmentation"),
+    ),
+    *group(
+        "hardware",
+        string("amp", "off", "mixed precision: autocast the network forwards (losses, prototypes and the EMA update stay "
+                             "float32); fp16 adds gradient scaling", choices=["off", "bf16", "fp16"]),
+        count("accum_steps", 1, 1, "gradient accumulation: each optimiser step sums this many micro-batches of bs / accum_steps "
+                                   "(--bs stays the effective batch)"),
+        flag("scale_lr", "scale every learning rate by bs / 4 (the reference's batch), the maintainers' advice for other batch sizes"),
+        flag("freeze_bn_stats", "normalise with the running batch-norm statistics and stop updating them, but keep training "
+                                "the affine parameters (micro-batches then normalise as the whole batch would)"),
+    ),
+    *group(
+        "logging",
+        count("print_interval", 20, 1, "print loss", feeds=NO_OUTPUT),
+        count("val_interval", 1000, 1, "validate model iter"),
+    ),
+    *group(
+        "pseudo labels",
+        path_option("save_path", "./Pseudo", "output folder (pseudo labels go to <save_path>/<name>)"),
+        flag("soft", "save soft pseudo label", feeds=(LABELS,)),
+        flag("flip", "average with the flipped image", feeds=(LABELS,)),
+    ),
+    *group(
+        "prototypes",
+        flag("source", "calc source prototype", feeds=(PROTOTYPES,)),
+    ),
+    *group(
+        "test",
+        string("results_json", "", "[added] also write mIoU and per-class IoU to this JSON file", feeds=NO_OUTPUT),
+        string("save_pred", "", "[added] folder for colour-coded prediction PNGs (empty: none)", feeds=NO_OUTPUT),
+    ),
+    *group(
+        "tta",
+        string("tta", "none", "adapt while evaluating: norm (test-batch BN statistics) or tent (also entropy steps on the BN affine)",
+               choices=["none", "norm", "tent"]),
+        weight("tta_lr", 1e-3, "tent's learning rate (the tent reference's Adam 1e-3)"),
+        count("tta_steps", 1, 1, "tent's gradient steps per batch"),
+        string("tta_optim", "adam", "tent's optimiser (SGD: momentum 0.9)", choices=["adam", "sgd"]),
+        flag("tta_episodic", "restore the network before every batch (with --bs 1: every image); default: online over the stream"),
+        string("tta_bn_stats", "batch", "tent: normalise with the test batch's statistics (tent) or keep the source "
+                                        "running statistics and adapt only the affine", choices=["batch", "source"]),
+    ),
+)
+DECLARED: Dict[str, Option] = {option.name: option for option in OPTIONS}
+PATH_OPTIONS = tuple(option.name for option in OPTIONS if option.path)
+
+
+def feeding(output: str) -> List[str]:
+    """The options whose value is recorded with `output` (LABELS, PROTOTYPES or TRAINING)."""
+    return [option.name for option in OPTIONS if output in option.feeds]
+
+
+# ----------------------------------------------------------------------------- parser and config files
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse reporting a bad flag in one line (exit 2), not the usage text plus the message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Exit 2 with one line naming the flag."""
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
 def get_parser(description: str = "ProDA", entry: Optional[str] = None) -> argparse.ArgumentParser:
-    """The shared parser: reference flags and defaults first, additions marked as such.
+    """The parser of every declared option, in its --help group.
 
     `entry` (train, test, generate_pseudo_label, calc_prototype) hides the other entry points'
     groups from --help; None shows every group (the shell helpers, tests).
     """
     p = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", type=str, default=None,
-                   help="Python config file of option assignments (see configs/); flags given on the command line override it")
-    group = {key: p.add_argument_group(title) for key, title in GROUP_TITLES.items()}
-
-    g = group["paths"]
-    g.add_argument("--root", type=str, default="",
-                   help="prefix for the relative data, checkpoint and pseudo-label paths below (reference: '/mnt/blob' plus 'Code/ProDA'; here: empty = relative to the working directory)")
-    g.add_argument("--name", type=str, default="gta2city", help="experiment name: logs go to logs/<name>, pseudo labels to <save_path>/<name>")
-    g.add_argument("--logdir", type=str, default="", help="[added] log and checkpoint directory (default: logs/<name>)")
-    g.add_argument("--resume_path", type=str, default="pretrained/warmup/from_gta5_to_cityscapes_on_deeplab101_best_model_warmup.pkl",
-                   help="checkpoint to start from (warm-up / previous stage); its folder also holds the prototype file")
-    g.add_argument("--src_rootpath", type=str, default="Dataset/GTA5")
-    g.add_argument("--tgt_rootpath", type=str, default="Dataset/cityscapes")
-    g.add_argument("--simclr_path", type=str, default="pretrained/simclr/r101_1x_sk0.pth",
-                   help="[added] SimCLR ResNet-101 checkpoint for --student_init simclr (reference: fixed path)")
-    g.add_argument("--imagenet_path", type=str, default="",
-                   help="[added] local torchvision ResNet-101 ImageNet weights (default: torch hub cache, resnet101-5d3b4d8f.pth)")
-
-    g = group["model"]
-    g.add_argument("--model_name", type=str, default="deeplabv2", choices=["deeplabv2"])
-    g.add_argument("--bn", type=str, default="sync_bn", choices=["sync_bn", "bn"],
-                   help="sync_bn: torch SyncBatchNorm when training on several GPUs (plain BatchNorm2d otherwise)")
-    g.add_argument("--student_init", type=str, default="stage1", choices=["stage1", "imagenet", "simclr", "random"],
-                   help="backbone initialisation before --resume_path is loaded ('random' [added]: no pretrained weights)")
-    g.add_argument("--bn_clr", action="store_true", help="if true, add a bn layer for the output of simclr model")
-    g.add_argument("--backbone_layers", type=_layers, default=[3, 4, 23, 3],
-                   help="[added] bottleneck blocks per ResNet stage; 3,4,23,3 is ResNet-101 (smaller for tests and the CPU demo)")
-    g.add_argument("--trim_aspp", action="store_true",
-                   help="[added] ASPP's dilated 3x3 convs skip the kernel taps that fall outside a feature map "
-                        "smaller than their dilation (they read zero padding only): same function, rounding "
-                        "differs (~1e-7); speeds up tiny images (the CPU demo), never triggers at the reference sizes")
-
-    g = group["data"]
-    g.add_argument("--src_dataset", type=str, default="gta5", choices=["gta5", "synthia", "cityscapes"])
-    g.add_argument("--tgt_dataset", type=str, default="cityscapes", choices=["cityscapes"])
-    g.add_argument("--n_class", type=int, default=19, choices=[19, 16, 13])
-    g.add_argument("--bs", type=int, default=4, help="total batch size (split across torchrun processes, as the reference's DataParallel split it across GPUs)")
-    g.add_argument("--num_workers", type=int, default=6)
-    g.add_argument("--no_droplast", action="store_true")
-    g.add_argument("--src_img_size", type=_pair, default=None,
-                   help="[added] W,H the source images are resized to first (default: the reference's, GTA5 1914,1052 / SYNTHIA 1280,760)")
-    g.add_argument("--tgt_img_size", type=_pair, default=None,
-                   help="[added] W,H the target images are resized to first (default: the reference's 2048,1024)")
-
-    g = group["runtime"]
-    g.add_argument("--seed", type=int, default=1337, help="random seed")
-    g.add_argument("--device", type=str, default="auto", help="[added] auto (CUDA when present) | cpu | cuda | cuda:N")
-    g.add_argument("--restart", action="store_true",
-                   help="[added] start over: ignore an interrupted or finished run's checkpoint in the log dir "
-                        "(train), or relabel / recompute outputs made from other inputs (pseudo labels, prototypes)")
-    g.add_argument("--trust_checkpoint", action="store_true",
-                   help="[added] also load checkpoint files that pickle arbitrary Python objects; such a file can "
-                        "run any code on this machine when loaded, so use it only for files from a source you trust")
-
-    g = group["training"]
-    g.add_argument("--stage", type=str, default="stage1", choices=STAGES,
-                   help="warm_up (adversarial) | src_only (source only) | stage1 (denoising + structure) | stage2/stage3 (distillation)")
-    g.add_argument("--lr", type=float, default=0.0001)
-    g.add_argument("--epochs", type=int, default=84, help="epochs over the target loader")
-    g.add_argument("--train_iters", type=int, default=90000, help="length of the poly learning-rate schedule")
-    g.add_argument("--max_iters", type=int, default=0,
-                   help="[added] stop after this many iterations (0: run all --epochs, as the reference)")
-    g.add_argument("--no_resume", action="store_true", help="do not load --resume_path into the student")
-    g.add_argument("--finetune", action="store_true", help="separate 1x / 10x learning rates for backbone / head")
-    g.add_argument("--unique_lr_params", action="store_true",
-                   help="[added] give SGD each backbone parameter once in the 1x group (the corrected form; the "
-                        "reference's get_1x_lr_params yields most of them 3-4 times, so with --finetune or "
-                        "warm_up SGD updates them 3-4 times per step)")
-    g.add_argument("--freeze_bn", action="store_true")
-    g.add_argument("--ema", action="store_true", help="use ema model")
-    g.add_argument("--ema_bn", action="store_true", help="add extra bn for ema model")
-    g.add_argument("--moving_prototype", action="store_true")
-    g.add_argument("--proto_momentum", type=float, default=0.0001)
-    g.add_argument("--proto_rectify", action="store_true")
-    g.add_argument("--proto_temperature", type=float, default=1.0)
-    g.add_argument("--train_thred", type=float, default=0, help="stage 1: rectified pseudo labels below this probability are ignored")
-
-    g = group["training data"]
-    g.add_argument("--resize", type=int, default=2200, help="resize long size")
-    g.add_argument("--rcrop", type=_pair, default=[896, 512], help="random crop size W,H")
-    g.add_argument("--hflip", type=float, default=0.5, help="random flip probability")
-    g.add_argument("--noshuffle", action="store_true", help="do not use shuffle")
-    g.add_argument("--noaug", action="store_true", help="do not use data augmentation")
-    g.add_argument("--used_save_pseudo", action="store_true", help="if True used saved pseudo label")
-    g.add_argument("--path_LP", type=str, default="Pseudo/pretrain_warmup/LP0.95", help="folder of hard pseudo labels (stage 2/3)")
-    g.add_argument("--path_soft", type=str, default="Pseudo/pretrain_warmup_soft/LP0.0", help="folder of soft pseudo labels (stage 1)")
-    g.add_argument("--threshold", type=float, default=-1, help="stage 2/3: pseudo labels with confidence <= threshold are ignored")
-
-    g = group["losses"]
-    g.add_argument("--gan", type=str, default="LS", choices=["Vanilla", "LS"])
-    g.add_argument("--adv", type=float, default=0.01, help="loss weight of adv loss, only use when stage=warm_up")
-    g.add_argument("--S_pseudo_src", type=float, default=0.0, help="loss weight of pseudo label for strong augmentation of source")
-    g.add_argument("--rce", action="store_true", help="if true, use symmetry cross entropy loss")
-    g.add_argument("--rce_alpha", type=float, default=0.1, help="loss weight for symmetry cross entropy loss")
-    g.add_argument("--rce_beta", type=float, default=1.0, help="loss weight for symmetry cross entropy loss")
-    g.add_argument("--regular_w", type=float, default=0, help="loss weight for regular term")
-    g.add_argument("--regular_type", type=str, default="MRKLD", choices=["MRENT", "MRKLD"])
-    g.add_argument("--proto_consistW", type=float, default=1.0, help="loss weight for proto_consist")
-    g.add_argument("--distillation", type=float, default=0, help="kl loss weight")
-    g.add_argument("--kd_log_softmax", action="store_true",
-                   help="[added] pass a log-softmax student to the distillation KL (the corrected form; "
-                        "the reference passes a softmax, microsoft/ProDA issues 20 and 43)")
-    g.add_argument("--S_pseudo", type=float, default=0.0, help="loss weight of pseudo label for strong augmentation")
-
-    g = group["hardware"]
-    g.add_argument("--amp", type=str, default="off", choices=["off", "bf16", "fp16"],
-                   help="mixed precision: autocast the network forwards (losses, prototypes and the EMA update stay "
-                        "float32); fp16 adds gradient scaling")
-    g.add_argument("--accum_steps", type=int, default=1,
-                   help="gradient accumulation: each optimiser step sums this many micro-batches of bs / accum_steps "
-                        "(--bs stays the effective batch)")
-    g.add_argument("--scale_lr", action="store_true",
-                   help="scale every learning rate by bs / 4 (the reference's batch), the maintainers' advice for other batch sizes")
-    g.add_argument("--freeze_bn_stats", action="store_true",
-                   help="normalise with the running batch-norm statistics and stop updating them, but keep training "
-                        "the affine parameters (micro-batches then normalise as the whole batch would)")
-
-    g = group["logging"]
-    g.add_argument("--print_interval", type=int, default=20, help="print loss")
-    g.add_argument("--val_interval", type=int, default=1000, help="validate model iter")
-
-    g = group["pseudo labels"]
-    g.add_argument("--save_path", type=str, default="./Pseudo", help="output folder (pseudo labels go to <save_path>/<name>)")
-    g.add_argument("--soft", action="store_true", help="save soft pseudo label")
-    g.add_argument("--flip", action="store_true", help="average with the flipped image")
-
-    g = group["prototypes"]
-    g.add_argument("--source", action="store_true", help="calc source prototype")
-
-    g = group["test"]
-    g.add_argument("--results_json", type=str, default="",
-                   help="[added] also write mIoU and per-class IoU to this JSON file")
-    g.add_argument("--save_pred", type=str, default="",
-                   help="[added] folder for colour-coded prediction PNGs (empty: none)")
-
-    g = group["tta"]
-    g.add_argument("--tta", type=str, default="none", choices=["none", "norm", "tent"],
-                   help="adapt while evaluating: norm (test-batch BN statistics) or tent (also entropy steps on the BN affine)")
-    g.add_argument("--tta_lr", type=float, default=1e-3, help="tent's learning rate (the tent reference's Adam 1e-3)")
-    g.add_argument("--tta_steps", type=int, default=1, help="tent's gradient steps per batch")
-    g.add_argument("--tta_optim", type=str, default="adam", choices=["adam", "sgd"], help="tent's optimiser (SGD: momentum 0.9)")
-    g.add_argument("--tta_episodic", action="store_true",
-                   help="restore the network before every batch (with --bs 1: every image); default: online over the stream")
-    g.add_argument("--tta_bn_stats", type=str, default="batch", choices=["batch", "source"],
-                   help="tent: normalise with the test batch's statistics (tent) or keep the source running statistics and adapt only the affine")
+    groups = {key: p.add_argument_group(title) for key, title in GROUP_TITLES.items()}
+    shown = ENTRY_GROUPS[entry] if entry is not None else tuple(GROUP_TITLES)
+    for option in OPTIONS:
+        hidden = bool(option.group) and option.group not in shown
+        add_option(groups[option.group] if option.group else p, option, hidden)
     if entry is not None:
-        hide_groups(group, ENTRY_GROUPS[entry])
         others = ", ".join(f"proda.{e}" for e in ENTRY_GROUPS if e != entry)
         p.epilog = (f"The options of the other entry points ({others}; see their --help) are accepted too, "
                     "so that one config file serves every step of a stage; they do nothing here.")
     return p
 
 
-def hide_groups(groups: Dict[str, Any], shown: Sequence[str]) -> None:
-    """Leave the options of groups not in `shown` out of --help and usage (they are still accepted)."""
-    for key, group in groups.items():
-        if key not in shown:
-            for action in group._group_actions:
-                action.help = argparse.SUPPRESS
+def add_option(parser: Any, option: Option, hidden: bool = False) -> None:
+    """Add one declared option to a parser or argument group (`hidden`: accepted, not in --help)."""
+    help = argparse.SUPPRESS if hidden else option.help
+    if option.type is None:
+        parser.add_argument(f"--{option.name}", action="store_true", help=help)
+    else:
+        parser.add_argument(f"--{option.name}", type=option.type, default=option.default, choices=option.choices,
+                            help=help)
 
 
-def option_names(parser: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
-    """Options a config file may set, by destination name."""
-    return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
-
-
-def _check_value(action: argparse.Action, key: str, value: Any, path: str) -> Any:
+def _check_value(option: Option, value: Any, path: str) -> Any:
     """Coerce a config value like the flag would, or explain in one line why not."""
     def bad(why: str) -> ConfigError:
-        return ConfigError(f"option '{key}' in {path}: {why}")
+        return ConfigError(f"option '{option.name}' in {path}: {why}")
 
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+    if option.type is None:
         if not isinstance(value, bool):
             raise bad(f"expected True or False, got {value!r}")
         return value
-    if action.type is _pair or action.type is _layers:
+    if option.type is _pair or option.type is _layers:
         if value is None:
             return None
         text = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
         try:
-            value = action.type(text)
+            value = option.type(text)
         except argparse.ArgumentTypeError as err:
             raise bad(str(err)) from None
-    elif action.type in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (action.type is int and isinstance(value, float)):
-            raise bad(f"expected {action.type.__name__}, got {value!r}")
-        value = action.type(value)
-    elif action.type is str and not isinstance(value, str):
+    elif option.type in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (option.type is int and isinstance(value, float)):
+            raise bad(f"expected {option.type.__name__}, got {value!r}")
+        value = option.type(value)
+    elif option.type is str and not isinstance(value, str):
         raise bad(f"expected a string, got {value!r}")
-    if action.choices is not None and value not in action.choices:
-        raise bad(f"{value!r} is not one of {list(action.choices)}")
+    if option.choices is not None and value not in option.choices:
+        raise bad(f"{value!r} is not one of {list(option.choices)}")
     return value
 
 
-def load_config(path: str, parser: argparse.ArgumentParser) -> Dict[str, Any]:
-    """Read a config file and validate every key and value against the parser's options."""
-    cfg = Config.fromfile(path)
-    known = option_names(parser)
+def load_config(path: str) -> Dict[str, Any]:
+    """Read a config file and validate every key and value against the declared options."""
     checked = {}
-    for key, value in cfg.items():
-        if key not in known:
+    for key, value in Config.fromfile(path).items():
+        if key not in DECLARED or key == "config":
             raise ConfigError(f"unknown option '{key}' in {path} (see --help for the option names)")
-        checked[key] = _check_value(known[key], key, value, path)
+        checked[key] = _check_value(DECLARED[key], value, path)
     return checked
-
-
-PATH_OPTIONS = ("resume_path", "src_rootpath", "tgt_rootpath", "path_LP", "path_soft", "save_path",
-                "simclr_path", "imagenet_path")
 
 
 def resolved_paths(opt: argparse.Namespace) -> Dict[str, str]:
@@ -326,18 +441,6 @@ def process_share(opt: argparse.Namespace, environ: Mapping[str, str]) -> Tuple[
     return share, None
 
 
-# (option, lowest allowed value, text of the allowed range): checked before any work starts
-LOWER_BOUNDS = [("bs", 1, ">= 1"), ("epochs", 0, ">= 0"), ("train_iters", 1, ">= 1"), ("max_iters", 0, ">= 0"),
-                ("lr", 0, ">= 0"), ("num_workers", 0, ">= 0"), ("print_interval", 1, ">= 1"),
-                ("val_interval", 1, ">= 1"), ("resize", 1, ">= 1"), ("proto_temperature", 1e-12, "> 0"),
-                ("adv", 0, ">= 0"), ("rce_alpha", 0, ">= 0"), ("rce_beta", 0, ">= 0"), ("regular_w", 0, ">= 0"),
-                ("proto_consistW", 0, ">= 0"), ("distillation", 0, ">= 0"), ("S_pseudo", 0, ">= 0"),
-                ("S_pseudo_src", 0, ">= 0"), ("seed", 0, ">= 0"),
-                ("accum_steps", 1, ">= 1"), ("tta_lr", 0, ">= 0"), ("tta_steps", 1, ">= 1")]
-UNIT_INTERVAL = ["hflip", "proto_momentum", "train_thred"]
-SEED_LIMIT = 2 ** 32  # NumPy's seed must be below it (np.random.seed raises ValueError)
-
-
 def check_device(name: str) -> Optional[str]:
     """Why --device cannot be used here, or None (parsed by torch; CUDA must be present for cuda)."""
     if name in ("auto", "cpu"):
@@ -358,28 +461,29 @@ def check_device(name: str) -> Optional[str]:
     return None
 
 
-def option_problem(opt: argparse.Namespace) -> Optional[str]:
-    """The first option value outside its allowed range, as one line naming it, or None."""
+def range_problem(opt: argparse.Namespace) -> Optional[str]:
+    """The first option value outside its declared range, as one line naming it, or None."""
     for key, value in vars(opt).items():  # inf passes every `>= low` check and trains to NaN
         if isinstance(value, float) and not math.isfinite(value):
             return f"--{key} {value} is out of range: must be a finite number"
-    for key, low, allowed in LOWER_BOUNDS:
-        if not getattr(opt, key) >= low:  # `not >=`: NaN is out of range too
-            return f"--{key} {getattr(opt, key)} is out of range: must be {allowed}"
-    for key in UNIT_INTERVAL:
-        if not 0 <= getattr(opt, key) <= 1:
-            return f"--{key} {getattr(opt, key)} is out of range: must be in [0, 1]"
-    if opt.seed >= SEED_LIMIT:
-        return f"--seed {opt.seed} is out of range: must be < 2**32 ({SEED_LIMIT})"
+    for option in OPTIONS:
+        value = getattr(opt, option.name)
+        for check in option.checks:
+            why = check(value)
+            if why:
+                shown = ",".join(map(str, value)) if isinstance(value, list) else value
+                return f"--{option.name} {shown} is out of range: {why}"
+    return None
+
+
+def option_problem(opt: argparse.Namespace) -> Optional[str]:
+    """The first option value outside its range or contradicting another, as one line naming it, or None."""
+    problem = range_problem(opt)
+    if problem:
+        return problem
     if opt.bn_clr and opt.student_init not in ("simclr", "random"):
         return (f"--bn_clr adds the SimCLR student's extra batch norm, which --student_init {opt.student_init} "
                 "does not build: add --student_init simclr (the reference's pairing) or drop --bn_clr")
-    if not -1 <= opt.threshold <= 1:
-        return f"--threshold {opt.threshold} is out of range: must be in [-1, 1]"
-    for key in ("rcrop", "src_img_size", "tgt_img_size"):
-        size = getattr(opt, key)
-        if size is not None and min(size) < 1:
-            return f"--{key} {','.join(map(str, size))} is out of range: both sizes must be >= 1"
     if opt.bs % opt.accum_steps:
         return f"--accum_steps {opt.accum_steps} does not divide --bs {opt.bs}: micro-batches must be equal"
     return check_device(opt.device)
@@ -433,7 +537,7 @@ def parse_opt(argv: Optional[Sequence[str]] = None, description: str = "ProDA",
     pre, _ = parser.parse_known_args(argv)
     if pre.config:
         try:
-            parser.set_defaults(**load_config(pre.config, parser))
+            parser.set_defaults(**load_config(pre.config))
         except ConfigError as err:
             parser.exit(2, f"{parser.prog}: error: {err}\n")
     opt = parser.parse_args(argv)

@@ -18,11 +18,12 @@ import torch.utils.data
 
 from proda.data.augmentations import Compose, RandomCrop, RandomHorizontallyFlip, RandomSized
 from proda.data.base_dataset import IGNORE_INDEX, BaseDataset, DatasetError
-from proda.data.cityscapes_dataset import Cityscapes_loader, PseudoLabels, saved_pseudo_labels
+from proda.data.cityscapes_dataset import Cityscapes_loader
 from proda.data.DataProvider import DataProvider
 from proda.data.gta5_dataset import GTA5_loader
 from proda.data.randaugment import RandAugmentMC, affine_sample
 from proda.data.synthia_dataset import Synthia_loader
+from proda.pseudo_labels import PseudoLabels, saved_pseudo_labels
 from proda.utils import OptionError
 from proda.resume import SOURCE_STREAM, TARGET_STREAM, SeededItems, seeded_loader_kwargs
 

@@ -2,8 +2,8 @@
 gtFine/<split>/<city>/*_gtFine_labelIds.png, resized to 2048x1024 (reference) or --tgt_img_size.
 
 Training items also carry the unaugmented image ('img_full') and, when the loader is given
-`PseudoLabels` (by default, and in create_dataset, `saved_pseudo_labels(opt)` derives them
-from --used_save_pseudo, --proto_rectify, --path_soft / --path_LP and --threshold), the saved
+`PseudoLabels` (by default, and in create_dataset, `saved_pseudo_labels(opt)` of
+proda/pseudo_labels.py, the one place that decides them from the options), the saved
 pseudo labels: soft probabilities ('lpsoft') or hard labels ('lp') whose confidence <=
 threshold is set to the ignore index.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from proda.data import pseudo_files
 from proda.data.base_dataset import (IGNORE_INDEX, BaseDataset, DatasetError, normalize_image, read_file,
                                      read_label_png, require_path, resize_label)
+from proda.pseudo_labels import PseudoLabels, saved_pseudo_labels
 
 IMG_SIZE = (2048, 1024)  # (W, H) of the reference
 
@@ -38,31 +38,6 @@ CLASS_NAMES = {
 }
 DOWNLOAD_HINT = ("download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from "
                  "https://www.cityscapes-dataset.com and unzip both into --tgt_rootpath")
-
-
-@dataclass(frozen=True)
-class PseudoLabels:
-    """Saved pseudo labels a training split reads: 'soft' (C x h x w probabilities, stage 1) or
-    'hard' (label maps, stages 2-3), their folder, and the confidence threshold of hard labels."""
-
-    kind: str
-    folder: str
-    threshold: float = -1
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("soft", "hard"):
-            raise ValueError(f"pseudo-label kind must be 'soft' or 'hard', not {self.kind!r}")
-
-
-def saved_pseudo_labels(opt: Any) -> Optional[PseudoLabels]:
-    """The saved pseudo labels the target training split reads, from the options (the one place):
-    none without --used_save_pseudo; soft ones (--path_soft) for --proto_rectify's stage 1, hard
-    ones (--path_LP, --threshold) otherwise."""
-    if not opt.used_save_pseudo:
-        return None
-    if opt.proto_rectify:
-        return PseudoLabels("soft", opt.path_soft)
-    return PseudoLabels("hard", opt.path_LP, opt.threshold)
 
 
 FROM_OPTIONS = "from the options"  # Cityscapes_loader's default: saved_pseudo_labels(opt) for the train split

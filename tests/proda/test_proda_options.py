@@ -111,3 +111,42 @@ def test_every_shipped_config_loads_for_every_entry_point(path):
     """A stage's configs are shared between its steps (pseudo labels, prototypes, training, test)."""
     resolved = [parse_opt(["--config", path], entry=entry) for entry in ENTRY_GROUPS]
     assert all(vars(opt) == vars(resolved[0]) for opt in resolved)
+
+
+# ----------------------------------------------------------------------------- one declaration per option
+
+def test_the_parser_and_the_records_are_derived_from_the_declarations():
+    """Every declared option is a flag of its group with its default; the lists derive from the same table."""
+    from proda import manifest
+    from proda.options import (DECLARED, GROUP_TITLES, LABELS, OPTIONS, PATH_OPTIONS, TRAINING, Option, feeding,
+                               get_parser, group, option_problem)
+    parser = get_parser()
+    actions = {a.dest: a for a in parser._actions if a.dest != "help"}
+    assert list(actions) == [o.name for o in OPTIONS] and len(DECLARED) == len(OPTIONS)
+    titles = {id(a): g.title for g in parser._action_groups for a in g._group_actions}
+    for option in OPTIONS:
+        action = actions[option.name]
+        assert action.default == option.default and action.help == option.help
+        assert option.group == "" or titles[id(action)] == GROUP_TITLES[option.group]
+    assert set(PATH_OPTIONS) == {o.name for o in OPTIONS if o.path}
+    assert manifest.LABEL_OPTIONS == feeding(LABELS) and "soft" in manifest.LABEL_OPTIONS
+    assert manifest.RUN_FREE_OPTIONS == set(DECLARED) - set(feeding(TRAINING))
+    assert group("x", Option("y"))[0].group == "x"
+    # a declared range is what option_problem checks
+    opt = parse_opt(["--proto_temperature", "0.5"]).replace(proto_temperature=0.0)
+    assert option_problem(opt) == "--proto_temperature 0.0 is out of range: must be > 0"
+
+
+def test_the_training_record_names_the_folder_the_loader_reads(tmp_path):
+    """The record of a training run holds the manifest of the pseudo labels saved_pseudo_labels picks."""
+    from proda import manifest
+    from proda.data.cityscapes_dataset import saved_pseudo_labels
+    for name in ("soft", "hard"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / manifest.MANIFEST).write_text(f'{{"kind": "{name}"}}')
+    base = ["--used_save_pseudo", "--path_soft", str(tmp_path / "soft"), "--path_LP", str(tmp_path / "hard")]
+    for flags, kind in (([], "hard"), (["--proto_rectify"], "soft")):
+        opt = parse_opt(base + flags)
+        assert saved_pseudo_labels(opt).kind == kind
+        assert manifest.training_inputs(opt, None)["files"]["pseudo_labels"] == {"kind": kind}
+    assert "pseudo_labels" not in manifest.training_inputs(parse_opt(["--proto_rectify"]), None)["files"]
