@@ -196,6 +196,9 @@ OPTIONS: Tuple[Option, ...] = (
                choices=["sync_bn", "bn"]),
         string("student_init", "stage1", "backbone initialisation before --resume_path is loaded ('random' [added]: no pretrained weights)",
                choices=["stage1", "imagenet", "simclr", "random"]),
+        flag("allow_partial_init", "[added] accept an --imagenet_path / --simclr_path file that initialises only part "
+                                   "of the backbone (default: refuse it; the reference silently trains from the rest)",
+             feeds=NO_OUTPUT),
         flag("bn_clr", "if true, add a bn layer for the output of simclr model", feeds=EVERY_OUTPUT),
         Option("backbone_layers", _layers, [3, 4, 23, 3],
                "[added] bottleneck blocks per ResNet stage; 3,4,23,3 is ResNet-101 (smaller for tests and the CPU demo)",

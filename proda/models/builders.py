@@ -34,7 +34,8 @@ def batchnorm_class(bn: str, device: torch.device) -> Type[nn.Module]:
 
 def network_options(opt: argparse.Namespace) -> dict:
     """The options every DeepLabv2 of a run is built with (student, EMA network, teacher)."""
-    return dict(num_classes=opt.n_class, layers=opt.backbone_layers, trim_aspp=opt.trim_aspp)
+    return dict(num_classes=opt.n_class, layers=opt.backbone_layers, trim_aspp=opt.trim_aspp,
+                allow_partial_init=opt.allow_partial_init)
 
 
 def student_network(opt: argparse.Namespace, BatchNorm: Type[nn.Module], restore_from: Optional[str]) -> nn.Module:

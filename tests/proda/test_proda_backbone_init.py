@@ -82,3 +82,12 @@ def test_the_count_reaches_the_run_log(tmp_path, caplog):
         logger.removeHandler(caplog.handler)
     n = len(backbone_keys(net))
     assert f"initialised {n} of the {n} backbone tensors" in caplog.text and "'module.'" in caplog.text
+
+
+def test_the_option_reaches_every_network_of_a_run():
+    """--allow_partial_init is a declared option, off by default, passed to every DeepLabv2 a run builds."""
+    from proda.models.builders import network_options
+    from proda.options import get_parser
+    opt = get_parser("ProDA", "train").parse_args([])
+    assert opt.allow_partial_init is False and network_options(opt)["allow_partial_init"] is False
+    assert network_options(get_parser("ProDA", "train").parse_args(["--allow_partial_init"]))["allow_partial_init"] is True
