@@ -580,10 +580,10 @@ def test_a_full_disk_at_the_log_is_one_line_naming_it(tmp_path, caplog):
 @pytest.mark.slow
 def test_two_runs_into_one_folder_in_the_same_second_get_their_own_outputs(tmp_path):
     """Two real processes, the clock of both frozen at the same second, one SAVE_DIR."""
-    frozen = ("import datetime, sys\nimport tent.conf\n"
+    frozen = ("import datetime, sys\nimport tent.launch\n"
               "class Frozen(datetime.datetime):\n"
               "    @classmethod\n    def now(cls, tz=None):\n        return cls(2026, 1, 1, 12, 0, 0)\n"
-              "tent.conf.datetime = Frozen\nfrom tent.cifar10c import main\nsys.exit(main())\n")
+              "tent.launch.datetime = Frozen\nfrom tent.cifar10c import main\nsys.exit(main())\n")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     procs = [subprocess.Popen([sys.executable, "-c", frozen, "--cfg", str(write_cfg(tmp_path, MNIST_CFG)),
                                *dirs(tmp_path), "OPTIM.LR", lr], cwd=tmp_path, env=env,
