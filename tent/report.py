@@ -1,4 +1,7 @@
-"""Result reporting: the reference README's Markdown table, CSV / JSON files and bar charts.
+"""Result reporting: the reference README's Markdown table, CSV / JSON files, bar charts and tensorboard.
+
+`save_results` writes everything a run reports (`<SAVE_DIR>/<run stem>_results.csv` and `.json`,
+`_stream.json`, a bar chart per method, the error curve, tensorboard scalars).
 
 `results[method][severity][corruption]` holds the error as a fraction (0.186 = 18.6 %).
 Every evaluation protocol (tent/protocols.py) reports through the same table: a stream's pieces
