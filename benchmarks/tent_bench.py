@@ -48,9 +48,9 @@ def build_model(name: str) -> nn.Module:
 
 
 def build_methods(model: nn.Module, fast: bool, compile_: bool, device: torch.device) -> Dict[str, nn.Module]:
-    """source / norm / tent, each on its own copy of the model, set up by tent/cifar10c.py itself."""
+    """source / norm / tent, each on its own copy of the model, set up by tent/methods.py itself."""
     from tent import conf
-    from tent.cifar10c import prepare_model, setup_model
+    from tent.methods import prepare_model, setup_model
 
     conf.reset_cfg()  # the reference settings (Adam 1e-3, BN eps 1e-5 / momentum 0.1), plus the fast path
     conf.cfg.PERF.CHANNELS_LAST = fast
@@ -69,7 +69,7 @@ def run_path(name: str, batch_size: int, fast: bool, compile_: bool, warmup: int
     """Median seconds per batch of each method, and the process's peak memory (runs in a child)."""
     if threads:
         torch.set_num_threads(threads)
-    from tent.cifar10c import get_device
+    from tent.evaluation import get_device
 
     device = get_device("auto")
     # process CPU time is robust to other processes on a shared machine (use with --threads 1)

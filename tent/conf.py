@@ -295,19 +295,16 @@ DEPRECATED_KEYS: Dict[str, Deprecated] = {
 
 
 # ------------------------- Functions declared in other modules ---------------------- #
-# the reference's functions keep their place here; the last names are kept for older callers
+# the reference's functions keep their place here (imported on first use: their modules import this one)
 _ELSEWHERE = {
-    "load_cfg_fom_args": "conf_load.load_cfg_fom_args", "load_cfg_from_args": "conf_load.load_cfg_from_args",
+    "load_cfg_fom_args": "launch.load_cfg_fom_args", "load_cfg_from_args": "launch.load_cfg_from_args",
     "reset_cfg": "conf_merge.reset_cfg", "merge_from_file": "conf_merge.merge_from_file",
     "merge_from_list": "conf_merge.merge_from_list", "assert_and_infer_cfg": "conf_checks.assert_and_infer_cfg",
-    "effective_setting": "conf_checks.effective_setting", "methods": "conf_checks.methods",
-    "setup_logging": "conf_load.setup_logging", "_prepare": "conf_merge.prepare_value",
-    "_default": "conf_merge.default_of", "_MISSING": "conf_merge.MISSING",
 }
 
 if TYPE_CHECKING:  # what static tools should see
-    from .conf_checks import assert_and_infer_cfg, effective_setting, methods  # noqa: F401
-    from .conf_load import load_cfg_fom_args, load_cfg_from_args, setup_logging  # noqa: F401
+    from .conf_checks import assert_and_infer_cfg  # noqa: F401
+    from .launch import load_cfg_fom_args, load_cfg_from_args  # noqa: F401
     from .conf_merge import merge_from_file, merge_from_list, reset_cfg  # noqa: F401
 
 

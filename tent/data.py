@@ -1,5 +1,8 @@
 """Corrupted test sets: robustbench's CIFAR-10-C / CIFAR-100-C / ImageNet-C loaders, or MNIST-C.
 
+`load_part` is what a run loads for one corruption x severity of its stream (the dataset, NUM_EX
+and the peer's loader taken from the config); `load_corruption` the loaders underneath.
+
 robustbench downloads CIFAR-10-C / CIFAR-100-C from Zenodo when the folder is missing; where
 that fails (offline) or a file is missing, `load_corruption` raises MissingResourceError with
 one sentence naming the expected path and where to get the data; a file that is there but
@@ -13,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from . import digits, mnistc
+from . import digits, mnistc, protocols
 from .errors import CorruptFileError, MissingResourceError  # noqa: F401  (also imported from here)
 
 # folder names are robustbench's (data.CORRUPTIONS_DIR_NAMES); sources are the official releases
@@ -23,6 +26,9 @@ SOURCES = {
     "imagenet": ("ImageNet-C", "https://zenodo.org/records/2235448 (blur.tar, digital.tar, "
                                "extra.tar, noise.tar, weather.tar)"),
 }
+# CORRUPTION.NUM_EX -1: every test image (MNIST-C: its whole test split)
+FULL_SIZE = {"cifar10": 10000, "cifar100": 10000, "imagenet": 50000,
+             **{name: 10 ** 9 for name in ("mnist", "digits2mnist", "mnist2digits")}}
 
 
 def expected_files(dataset: str, data_dir: str, corruption: str, severity: int) -> Tuple[Path, ...]:
@@ -91,3 +97,58 @@ def load_corruption(dataset: str, n_examples: int, severity: int, data_dir: str,
     if dataset in digits.SHIFTS:  # a real domain shift: one clean target set, severity unused
         return digits.load_target(dataset, n_examples, data_dir, **(mnist_cfg or {}))
     return load_robustbench_corruption(dataset, n_examples, severity, data_dir, corruption)
+
+
+def mnist_data_cfg(c: Any) -> Dict[str, object]:
+    """MNIST-C split settings of config `c` (used by the data loader and the source model alike)."""
+    return dict(num_train=c.MNISTC.NUM_TRAIN, seed=c.MNISTC.SEED, params=c.MNISTC.PARAMS)
+
+
+def mnist_model_cfg(c: Any) -> Dict[str, object]:
+    """MNIST-C source-model training settings of config `c`."""
+    return dict(mnist_data_cfg(c), width=c.MNISTC.WIDTH, epochs=c.MNISTC.EPOCHS,
+                batch_size=c.MNISTC.BATCH_SIZE, lr=c.MNISTC.LR, source_weights=c.MNISTC.SOURCE_WEIGHTS,
+                train_seed=c.MNISTC.SEEDS[0])  # the first seed; seeds.py runs the others
+
+
+def num_examples(c: Any) -> int:
+    """CORRUPTION.NUM_EX, with -1 meaning every image of the test set."""
+    return c.CORRUPTION.NUM_EX if c.CORRUPTION.NUM_EX != -1 else FULL_SIZE[c.CORRUPTION.DATASET]
+
+
+def load_clean(c: Any, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first n images of the clean test set (mariodoebler's domain 'none': forgetting of the source)."""
+    if c.CORRUPTION.DATASET == "mnist":
+        x, y = mnistc.split_arrays(c.DATA_DIR, c.MNISTC.NUM_TRAIN, c.MNISTC.SEED, "x_test", "y_test")
+        return mnistc.to_tensor(x[:n]), torch.from_numpy(y[:n])
+    from robustbench.data import load_cifar10, load_cifar100
+
+    try:
+        return {"cifar10": load_cifar10, "cifar100": load_cifar100}[c.CORRUPTION.DATASET](n, c.DATA_DIR)
+    except OSError as e:  # torchvision's download failed (offline) or the folder is unreadable
+        raise MissingResourceError(f"the clean {c.CORRUPTION.DATASET} test set is not under {c.DATA_DIR} "
+                                   f"and could not be downloaded ({type(e).__name__}); place it there") from None
+
+
+def load_part(c: Any, setting: str, corruption: str, severity: int, peer: str = "tent"):
+    """One corruption x severity of the stream of config `c`: (x, y) tensors, or ImageNet-C's full folder.
+
+    tent / CoTTA: the first NUM_EX images. mariodoebler: every image (its loader draws NUM_EX from
+    them); for ImageNet-C robustbench's 5,000-image list, or its own list of all 50,000 where its loader
+    reads that (a correlated setting or NUM_EX != -1). 'none': the clean
+    test set (all of it for mariodoebler, whose loader cannot shuffle or subsample a torchvision set).
+    """
+    from .imagenetc import imagenetc_folder, imagenetc_listed  # imported here: imagenetc imports this module
+
+    dataset = c.CORRUPTION.DATASET
+    if corruption == protocols.CLEAN:
+        return load_clean(c, FULL_SIZE[dataset] if peer == "mariodoebler" else num_examples(c))
+    if peer == "mariodoebler":
+        imagenet = dataset == "imagenet"
+        if imagenet and (c.CORRUPTION.NUM_EX != -1 or "correlated" in setting):
+            return imagenetc_listed(c.DATA_DIR, corruption, severity)  # its list of all 50,000
+        n = 5000 if imagenet else FULL_SIZE[dataset]
+        return load_corruption(dataset, n, severity, c.DATA_DIR, corruption, mnist_data_cfg(c))
+    if dataset == "imagenet" and c.CORRUPTION.NUM_EX == -1:
+        return imagenetc_folder(c.DATA_DIR, corruption, severity)
+    return load_corruption(dataset, num_examples(c), severity, c.DATA_DIR, corruption, mnist_data_cfg(c))

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import mnistc, protocols
+from .conf_checks import effective_setting
 from .data import expected_files, present
 from .digits import SHIFTS as DIGIT_SHIFTS
 from .errors import ConfigError
+from .models import mnist_cnn_path
 
 WRITTEN = {"SAVE_DIR": "its log and results", "DATA_DIR": "downloaded or generated data",
            "CKPT_DIR": "downloaded or trained checkpoints"}
@@ -55,12 +57,10 @@ def holds_mnistc_inputs(key: str, c: Any) -> bool:
     """MNIST-C: DATA_DIR holds the split and every corrupted file the stream reads, long enough;
     CKPT_DIR holds every seed's source model. A finished benchmark then runs from read-only folders."""
     if key == "CKPT_DIR":
-        from .models import mnist_cnn_path  # imported here: models imports conf, which imports this module
         return all(mnist_cnn_path(c.CKPT_DIR, dict(
             num_train=c.MNISTC.NUM_TRAIN, seed=c.MNISTC.SEED, width=c.MNISTC.WIDTH, epochs=c.MNISTC.EPOCHS,
             batch_size=c.MNISTC.BATCH_SIZE, lr=c.MNISTC.LR, train_seed=s, source="mnist")).is_file()
             for s in c.MNISTC.SEEDS)
-    from .conf import effective_setting  # imported here: conf imports this module
     split = mnistc.split_dir(c.DATA_DIR, c.MNISTC.NUM_TRAIN, c.MNISTC.SEED) / "split.npz"
     if not split.is_file():
         return False

@@ -1,4 +1,7 @@
-"""Result reporting: the reference README's Markdown table, CSV / JSON files and bar charts.
+"""Result reporting: the reference README's Markdown table, CSV / JSON files, bar charts and tensorboard.
+
+`save_results` writes everything a run reports (`<SAVE_DIR>/<run stem>_results.csv` and `.json`,
+`_stream.json`, a bar chart per method, the error curve, tensorboard scalars).
 
 `results[method][severity][corruption]` holds the error as a fraction (0.186 = 18.6 %).
 Every evaluation protocol (tent/protocols.py) reports through the same table: a stream's pieces
@@ -24,10 +27,12 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from . import errors
+from . import errors, protocols
 from .mnistc import atomic_write
 
 Results = Dict[str, Dict[int, Dict[str, float]]]
+
+logger = logging.getLogger(__name__)
 
 # column titles of the reference README's table
 SHORT_NAMES = {
@@ -246,6 +251,74 @@ def plot_curves(streams: Dict[str, List[PieceResult]], title: str, smooth: int =
     ax.set_xlabel("batch (grey lines: next corruption / severity)")
     ax.set_ylabel(f"error (%), moving mean of {smooth}")
     return finish_error_plot(fig, ax, title)
+
+# ---- a run's outputs: the tables in the log, CSV / JSON files, plots and tensorboard scalars ----
+
+def run_stem(c: Any) -> str:
+    """File-name stem of the outputs of the run of config `c`, e.g. tent_250101_120000."""
+    return os.path.splitext(c.LOG_DEST)[0]
+
+
+def run_meta(c: Any, methods: List[str], setting: str) -> Dict[str, object]:
+    """The settings every JSON file of a run carries."""
+    return dict(dataset=c.CORRUPTION.DATASET, arch=c.MODEL.ARCH, methods=methods, setting=setting,
+                continual=setting != "reset_each_shift", episodic=c.MODEL.EPISODIC,
+                reset_after_num_updates=c.MODEL.RESET_AFTER_NUM_UPDATES,
+                order=protocols.corruption_order(c.CORRUPTION.TYPE, c.CORRUPTION.ORDER_SEED),
+                order_seed=c.CORRUPTION.ORDER_SEED, delta_dirichlet=c.TEST.DELTA_DIRICHLET,
+                batch_size=c.TEST.BATCH_SIZE, num_ex=c.CORRUPTION.NUM_EX,
+                optimizer=c.OPTIM.METHOD, lr=c.OPTIM.LR, log=c.LOG_DEST)
+
+
+def save_results(c: Any, results: Results, streams: Dict[str, List[PieceResult]], setting: str) -> None:
+    """Log the Markdown table per severity; write CSV, JSON, bar charts, tensorboard, and the stream."""
+    save_dir, stem = Path(c.SAVE_DIR), run_stem(c)
+    dataset, arch = c.CORRUPTION.DATASET, c.MODEL.ARCH
+    for severity in severities(results):
+        logger.info("error (%%) on %s corruptions, severity %d, model %s, setting %s:\n%s",
+                    dataset, severity, arch, setting, markdown_table(results, severity))
+    for method, pieces in streams.items():
+        logger.info("mean error over the stream's %d pieces, %s: %.2f%%", len(pieces), method,
+                    100 * stream_mean(pieces))
+    meta = run_meta(c, list(results), setting)
+    outputs = {  # rendered first, then written whole or not at all (write_outputs)
+        save_dir / f"{stem}_results.csv": csv_bytes(results),
+        save_dir / f"{stem}_results.json": json_bytes(results_payload(results, meta)),
+        save_dir / f"{stem}_stream.json": json_bytes(stream_payload(streams, meta), indent=1)}
+    for method, per_severity in results.items():
+        outputs[save_dir / f"{stem}_{method}.png"] = plot_errors(
+            per_severity, f"{method}: {dataset} corruptions, {arch}, {setting}")
+    if setting not in protocols.RESET_SETTINGS or c.MODEL.RESET_AFTER_NUM_UPDATES:
+        outputs[save_dir / f"{stem}_curve.png"] = plot_curves(
+            streams, f"{dataset}, {arch}, {setting}: error along the stream")
+    write_outputs(outputs)
+    write_tensorboard(results, streams, Path(c.SAVE_DIR) / "tensorboard" / run_stem(c))
+    logger.info("results: %s", ", ".join(str(path) for path in outputs))
+
+
+def write_tensorboard(results: Results, streams: Dict[str, List[PieceResult]], log_dir: Path) -> None:
+    """Scalars per method: error per corruption and severity, the mean, and the per-batch error."""
+    try:
+        write_scalars(results, streams, log_dir)
+    except OSError as e:  # tensorboard's writer names no file
+        raise errors.write_failed(log_dir, None, e) from None
+
+
+def write_scalars(results: Results, streams: Dict[str, List[PieceResult]], log_dir: Path) -> None:
+    """The scalars of write_tensorboard, through tensorboard's event writer."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(log_dir))
+    for method, per_severity in results.items():
+        for severity, errs in per_severity.items():
+            for i, err in enumerate(errs.values()):
+                writer.add_scalar(f"error_{method}/severity_{severity}", 100 * err, i)
+            writer.add_scalar(f"error_{method}/mean", 100 * mean_error(errs), severity)
+        batch_errors = [e for p in streams[method] for e in p.batch_errors]
+        for step, err in enumerate(batch_errors):
+            writer.add_scalar(f"error_{method}/batch", 100 * err, step)
+    writer.close()
+
 
 # ---- several source models (MNISTC.SEEDS, tent/seeds.py): mean ± standard deviation ----
 SeedResults = Dict[int, Results]  # training seed -> results

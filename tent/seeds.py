@@ -3,76 +3,50 @@
     python cifar10c.py --cfg cfgs/mnist/compare.yaml            # MNISTC.SEEDS [0, 1, 2] in the file
 
 Each training seed gives its own source model (cached in its own checkpoint, tent/models.py); the
-split and the corrupted data are the same for all. `evaluate_seeds` runs `cifar10c.evaluate`
-unchanged once per seed, with `MNISTC.SEEDS [s]` and `SAVE_DIR <SAVE_DIR>/seed<s>` appended to the
-command line (so each run keeps its own log, CSV, JSON and plots), then logs the mean ± sample
-standard deviation table per severity and writes `<SAVE_DIR>/<run>_seeds.json` with every seed's
-errors. With a single seed it is exactly one `evaluate` call, as before.
+split and the corrupted data are the same for all. `run_seeds` runs the loaded config once per
+seed, with `MNISTC.SEEDS [s]` and `SAVE_DIR <SAVE_DIR>/seed<s>` merged last (so each run keeps its
+own log, CSV, JSON and plots), then logs the mean ± sample standard deviation table per severity
+and writes `<SAVE_DIR>/<run>_seeds.json` with every seed's errors. With a single seed it is
+exactly one run, in SAVE_DIR itself.
 """
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Tuple
 
-from . import conf, distributed, report
+from yacs.config import CfgNode
+
+from . import distributed, launch, report
 
 logger = logging.getLogger(__name__)
 
-Evaluate = Callable[[str, Sequence[str]], report.Results]
+Run = Callable[[CfgNode], report.Results]
 
 
-def requested_cfg(argv: Sequence[str]) -> Optional[conf.CfgNode]:
-    """The config the command line asks for, read without side effects; None when it is invalid.
-
-    An invalid command line is left to `evaluate`, which reports it in its usual way.
-    """
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--cfg", dest="cfg_file")
-    parser.add_argument("opts", nargs=argparse.REMAINDER)
-    try:
-        args, _ = parser.parse_known_args(list(argv))
-    except SystemExit:
-        return None
-    if not args.cfg_file:
-        return None
-    conf.reset_cfg()
-    try:
-        conf.merge_from_file(args.cfg_file)
-        conf.merge_from_list(args.opts or [])
-        conf.assert_and_infer_cfg()
-    except conf.ConfigError:
-        return None
-    return conf.cfg.clone()
+def seed_overrides(c: CfgNode, seed: int) -> List[Tuple[str, object]]:
+    """The overrides of one seed's run: its own source model and its own output folder."""
+    return [("MNISTC.SEEDS", [seed]), ("SAVE_DIR", str(Path(c.SAVE_DIR) / f"seed{seed}"))]
 
 
-def seed_run_args(argv: Sequence[str], seed: int, save_dir: str) -> List[str]:
-    """The command line of one seed's run: its own source model and its own output folder."""
-    return [*argv, "MNISTC.SEEDS", f"[{seed}]", "SAVE_DIR", str(Path(save_dir) / f"seed{seed}")]
-
-
-def evaluate_seeds(evaluate: Evaluate, description: str,
-                   argv: Optional[Sequence[str]] = None) -> report.SeedResults:
-    """`evaluate` once per MNISTC.SEEDS entry; with several, log the mean ± std tables and save the JSON."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    requested = requested_cfg(argv)
-    if requested is None or len(requested.MNISTC.SEEDS) <= 1:
-        results = evaluate(description, argv)
-        return {conf.cfg.MNISTC.SEEDS[0]: results}
+def run_seeds(cfg_file: str, c: CfgNode, run: Run) -> report.SeedResults:
+    """`run` once per MNISTC.SEEDS entry of the loaded config `c`; with several, log the mean ± std tables and save the JSON."""
+    if len(c.MNISTC.SEEDS) <= 1:
+        return {c.MNISTC.SEEDS[0]: run(launch.start_run(c, cfg_file))}
     per_seed: report.SeedResults = {}
     stems: Dict[int, str] = {}
-    for seed in requested.MNISTC.SEEDS:
-        logger.info("source model %d of %d: MNISTC.SEEDS [%d]", len(per_seed) + 1, len(requested.MNISTC.SEEDS), seed)
-        per_seed[seed] = evaluate(description, seed_run_args(argv, seed, requested.SAVE_DIR))
-        stems[seed] = str(Path(conf.cfg.SAVE_DIR) / Path(conf.cfg.LOG_DEST).stem)
+    for seed in c.MNISTC.SEEDS:
+        logger.info("source model %d of %d: MNISTC.SEEDS [%d]", len(per_seed) + 1, len(c.MNISTC.SEEDS), seed)
+        with launch.config_errors():
+            seed_cfg = launch.derived(c, seed_overrides(c, seed))
+        per_seed[seed] = run(launch.start_run(seed_cfg, cfg_file))
+        stems[seed] = str(Path(seed_cfg.SAVE_DIR) / Path(seed_cfg.LOG_DEST).stem)
     if distributed.is_main():  # under torchrun the other processes hold no results (rank 0 gathered them)
-        save_summary(per_seed, stems, requested)
+        save_summary(per_seed, stems, c)
     return per_seed
 
 
-def summary(per_seed: report.SeedResults, stems: Dict[int, str], c: conf.CfgNode) -> Dict[str, object]:
+def summary(per_seed: report.SeedResults, stems: Dict[int, str], c: CfgNode) -> Dict[str, object]:
     """The JSON payload: settings, each seed's errors in %, and their mean and std per cell."""
     first = next(iter(per_seed.values()))
     stats: Dict[str, Dict[str, Dict[str, Dict[str, float]]]] = {}
@@ -96,7 +70,7 @@ def summary(per_seed: report.SeedResults, stems: Dict[int, str], c: conf.CfgNode
     }
 
 
-def save_summary(per_seed: report.SeedResults, stems: Dict[int, str], c: conf.CfgNode) -> Path:
+def save_summary(per_seed: report.SeedResults, stems: Dict[int, str], c: CfgNode) -> Path:
     """Log the mean ± std table of every severity; write <SAVE_DIR>/<first run>_seeds.json."""
     first = next(iter(per_seed.values()))
     seeds = ", ".join(str(s) for s in per_seed)

@@ -3,7 +3,7 @@
     python -m tent.select --cfg cfgs/tent.yaml OPTIM.LR "[1e-4, 3e-4, 1e-3, 3e-3]"
 
 The one override whose value is a list (for a key that is not a list) is the sweep. Each value
-runs tent (cifar10c.evaluate, every other key from the config and overrides) on speckle_noise,
+runs tent (evaluation.run, every other key from the config and overrides) on speckle_noise,
 gaussian_blur, spatter and saturate only, never on the 15 test corruptions; the command prints a
 table of the errors and writes the value with the lowest mean error as a config snippet
 (`--out`, default SAVE_DIR/selected_<KEY>.yaml, SAVE_DIR of the config and overrides) to merge
@@ -20,8 +20,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from . import cifar10c, conf, distributed, errors, report
+from yacs.config import CfgNode
+
+from . import conf, distributed, errors, launch, report
 from .conf import ConfigError, VALIDATION_CORRUPTIONS
+from .evaluation import run
 from .preflight import check_folders, unwritable_reason
 
 # keys every candidate run sets itself (tent on the held-out corruptions, its own folder)
@@ -39,7 +42,7 @@ def split_sweep(opts: Sequence[str]) -> Tuple[str, List[Any], List[str]]:
         parsed = yaml.safe_load(value) if isinstance(value, str) else value
         if not isinstance(default, list) and isinstance(parsed, list):
             # typed as the key's default (YAML reads 1e-4 as a string)
-            sweeps.append((key, [conf._prepare(key, v, "the candidates") for v in parsed]))
+            sweeps.append((key, [conf_merge.prepare_value(key, v, "the candidates") for v in parsed]))
         else:
             rest += [key, value]
     if len(sweeps) != 1 or not sweeps[0][1]:
@@ -57,41 +60,41 @@ def split_sweep(opts: Sequence[str]) -> Tuple[str, List[Any], List[str]]:
 
 def default_of(key: str) -> Any:
     """The default value of a config key (ConfigError naming it if unknown)."""
-    default = conf._default(key)
-    if default is conf._MISSING:
+    default = conf_merge.default_of(key)
+    if default is conf_merge.MISSING:
         raise ConfigError(f"unknown config key {key} in the command-line overrides")
     return default
 
 
-def candidate_overrides(key: str, value: Any, rest: Sequence[str], save_dir: Path) -> List[str]:
+def candidate_overrides(key: str, value: Any, save_dir: Path) -> List[Tuple[str, Any]]:
     """The overrides of one candidate's run: tent alone, on the held-out corruptions, in its own folder."""
-    return [*rest, key, str(value), "MODEL.ADAPTATIONS", "[tent]",
-            "CORRUPTION.TYPE", "[" + ", ".join(VALIDATION_CORRUPTIONS) + "]", "SAVE_DIR", str(save_dir / f"{key}_{value}")]
+    return [(key, value), ("MODEL.ADAPTATIONS", ["tent"]), ("CORRUPTION.TYPE", list(VALIDATION_CORRUPTIONS)),
+            ("SAVE_DIR", str(save_dir / f"{key}_{value}"))]
 
 
-def evaluate_candidate(cfg_file: str, key: str, value: Any, rest: Sequence[str], save_dir: Path
-                       ) -> Dict[str, float]:
-    """Tent's error on each held-out corruption (mean over the config's severities) for one value."""
-    results = cifar10c.evaluate("Hyperparameter selection.", ["--cfg", cfg_file, *candidate_overrides(key, value, rest, save_dir)])
+def evaluate_candidate(cfg_file: str, candidate: CfgNode) -> Dict[str, float]:
+    """Tent's error on each held-out corruption (mean over the config's severities) for one candidate's config."""
+    with launch.config_errors():  # checked before the sweep; a folder gone since ends as a run's would
+        started = launch.start_run(candidate, cfg_file)
+    results = run(started)
     if not results:  # a process of torchrun other than rank 0: rank 0 holds the results
         return {}
     per_severity = results["tent"]
     return {c: sum(errs[c] for errs in per_severity.values()) / len(per_severity) for c in VALIDATION_CORRUPTIONS}
 
 
-def check_candidates(cfg_file: str, key: str, values: Sequence[Any], rest: Sequence[str], save_dir: Path) -> None:
-    """Every candidate's config passes the checks of a run (ConfigError naming the key) before any runs."""
+def candidate_configs(base: CfgNode, key: str, values: Sequence[Any], save_dir: Path) -> Dict[Any, CfgNode]:
+    """Every candidate's config, checked as a run checks it (ConfigError naming the key) before any runs."""
+    configs = {}
     for value in values:
-        conf.reset_cfg()
-        conf.merge_from_file(cfg_file)
-        conf.merge_from_list(candidate_overrides(key, value, rest, save_dir))
-        conf.assert_and_infer_cfg()
-        check_folders(conf.cfg)
+        configs[value] = launch.derived(base, candidate_overrides(key, value, save_dir))
+        check_folders(configs[value])
+    return configs
 
 
-def output_path(out: Optional[str], key: str) -> Path:
+def output_path(out: Optional[str], key: str, save_dir: str) -> Path:
     """Where the snippet goes (--out, else SAVE_DIR/selected_<KEY>.yaml), checked writable before the sweep."""
-    path = Path(out) if out else Path(conf.cfg.SAVE_DIR) / f"selected_{key}.yaml"
+    path = Path(out) if out else Path(save_dir) / f"selected_{key}.yaml"
     if path.is_dir():
         raise ConfigError(f"--out {path} is a folder; give the snippet's file name, e.g. {path / f'selected_{key}.yaml'}")
     reason = unwritable_reason(path.parent)
@@ -127,14 +130,10 @@ def write_snippet(path: Path, key: str, value: Any, cfg_file: str) -> None:
 def select(cfg_file: str, opts: Sequence[str], out: Optional[str] = None) -> Tuple[Any, Dict[Any, Dict[str, float]]]:
     """Run every candidate; returns the chosen value and each candidate's held-out errors."""
     key, values, rest = split_sweep(opts)
-    conf.reset_cfg()
-    conf.merge_from_file(cfg_file)
-    conf.merge_from_list(rest)
-    # read before the candidates' runs replace the global cfg (SAVE_DIR among them)
-    save_dir = Path(conf.cfg.SAVE_DIR) / "select"
-    path = output_path(out, key)
-    check_candidates(cfg_file, key, values, rest, save_dir)
-    rows = {v: evaluate_candidate(cfg_file, key, v, rest, save_dir) for v in values}
+    base = launch.merged(cfg_file, rest).clone()
+    path = output_path(out, key, base.SAVE_DIR)
+    candidates = candidate_configs(base, key, values, Path(base.SAVE_DIR) / "select")
+    rows = {v: evaluate_candidate(cfg_file, c) for v, c in candidates.items()}
     if not distributed.is_main():
         return None, {}
     chosen = min(rows, key=lambda v: report.mean_error(rows[v]))

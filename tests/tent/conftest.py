@@ -1,7 +1,7 @@
 """Fixtures of the tent tests: a generated MNIST split and a config reset around each test."""
 import pytest
 
-from tent import conf, conf_load, mnistc
+from tent import conf, launch, mnistc
 
 
 @pytest.fixture(scope="module")
@@ -18,4 +18,4 @@ def fresh_cfg():
     conf.reset_cfg()
     yield conf.cfg
     conf.reset_cfg()
-    conf_load.remove_log_handlers()
+    launch.remove_log_handlers()

@@ -89,6 +89,10 @@ BAD = [("cfgs/tent.yaml", opts) for opts in BAD_OVERRIDES] + [(name, []) for nam
 PROBE = """
 import json, sys
 from tent import conf
+try:  # where the setting rule lives: tent.conf_checks now, tent.conf before the split
+    from tent.conf_checks import effective_setting as setting_of
+except ImportError:
+    setting_of = conf.effective_setting
 cases = json.loads(sys.argv[1])
 out = []
 for path, opts in cases:
@@ -98,7 +102,7 @@ for path, opts in cases:
             conf.merge_from_file(path)
         conf.merge_from_list(opts)
         conf.assert_and_infer_cfg()
-        out.append({"cfg": json.loads(json.dumps(conf.cfg)), "setting": conf.effective_setting(conf.cfg)})
+        out.append({"cfg": json.loads(json.dumps(conf.cfg)), "setting": setting_of(conf.cfg)})
     except conf.ConfigError as e:
         out.append({"error": str(e)})
 print(json.dumps(out))

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import tent  # noqa: F401  (installs the autoattack alias robustbench needs)
-from tent import cifar10c, conf, conf_checks, conf_load, models, preflight, safe_load
+from tent import cifar10c, conf, conf_checks, launch, models, preflight, safe_load
 from tent.errors import CorruptFileError, UnsafeCheckpointError
 
 pytestmark = pytest.mark.usefixtures("fresh_cfg")
@@ -567,7 +567,7 @@ def test_a_full_disk_at_the_log_is_one_line_naming_it(tmp_path, caplog):
 
     log = tmp_path / "run.txt"
     log.symlink_to("/dev/full")  # every write to it fails with the kernel's ENOSPC
-    conf_load.setup_logging(str(log))
+    launch.setup_logging(str(log))
     logger = logging.getLogger("tent.test")
     with pytest.raises(errors.OutputError, match=r"run\.txt: No space left on device \(it needs \d+ B;"):
         logger.info("the first line of a run")
@@ -579,10 +579,10 @@ def test_a_full_disk_at_the_log_is_one_line_naming_it(tmp_path, caplog):
 @pytest.mark.slow
 def test_two_runs_into_one_folder_in_the_same_second_get_their_own_outputs(tmp_path):
     """Two real processes, the clock of both frozen at the same second, one SAVE_DIR."""
-    frozen = ("import datetime, sys\nimport tent.conf_load\n"
+    frozen = ("import datetime, sys\nimport tent.launch\n"
               "class Frozen(datetime.datetime):\n"
               "    @classmethod\n    def now(cls, tz=None):\n        return cls(2026, 1, 1, 12, 0, 0)\n"
-              "tent.conf_load.datetime = Frozen\nfrom tent.cifar10c import main\nsys.exit(main())\n")
+              "tent.launch.datetime = Frozen\nfrom tent.cifar10c import main\nsys.exit(main())\n")
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     procs = [subprocess.Popen([sys.executable, "-c", frozen, "--cfg", str(write_cfg(tmp_path, MNIST_CFG)),
                                *dirs(tmp_path), "OPTIM.LR", lr], cwd=tmp_path, env=env,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tent import cifar10c, conf, mnistc, report
+from tent import cifar10c, conf, mnistc, protocols, report, stream
 from tent.conf import cfg
 from tent_helpers import TINY_MNIST_CFG
 
@@ -87,13 +87,14 @@ def test_continual_never_resets(tmp_path, mnist_data_dir, ckpt_dir):
     assert continual["tent"][5]["gaussian_noise"] == reset["tent"][5]["gaussian_noise"]
 
 
-def test_accuracy_of_source_model_matches_plain_loop(tmp_path, mnist_data_dir):
-    conf.load_cfg_fom_args("test", ["--cfg", str(Path(conf.__file__).parents[1] / "cfgs" / "mnist" / "source.yaml"),
-                                    "SAVE_DIR", str(tmp_path)])
+def test_a_pass_over_a_piece_matches_a_plain_loop():
+    conf.merge_from_list(["TEST.BATCH_SIZE", "20"])
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10)).eval()
     x, y = torch.rand(45, 3, 32, 32), torch.randint(0, 10, (45,))
+    piece = protocols.PieceData([(x, y)], y, torch.zeros(45, dtype=torch.long), torch.arange(45))
+    correct = stream.run_pass(model, piece, torch.device("cpu"), cfg)
     expected = (model(x).argmax(1) == y).float().mean().item()
-    assert cifar10c.accuracy(model, x, y, 20, torch.device("cpu")) == pytest.approx(expected)
+    assert correct.shape == (45,) and correct.float().mean().item() == pytest.approx(expected)
 
 
 def test_missing_checkpoint_is_one_clear_message(tmp_path, monkeypatch, caplog):

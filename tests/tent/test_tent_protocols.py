@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tent import cifar10c, conf, distributed, norm, protocols, report
+from tent import cifar10c, conf, data, distributed, evaluation, models, norm, protocols, report, stream
 from tent import tent as tent_lib
 from tent.conf import cfg
 from tent.window import SlidingWindow
@@ -273,17 +273,15 @@ def recording_tent(steps: int) -> RecordingTent:
     (3, 4, 2, [1] * 9, (4,)),
     (1, 5, 1, [4] * 6, ()),
 ])
-def test_periodic_reset_counts_updates_as_mariodoebler(monkeypatch, steps, every, window, sizes, shifts):
-    monkeypatch.setattr(cfg.MODEL, "RESET_AFTER_NUM_UPDATES", every)
-    monkeypatch.setattr(cfg.TEST, "WINDOW_LENGTH", window)
+def test_periodic_reset_counts_updates_as_mariodoebler(steps, every, window, sizes, shifts):
     method = recording_tent(steps)
-    model = cifar10c.wrap_single_sample(cifar10c.wrap_periodic_reset(method, "tent"), "tent")
+    model = stream.wrap_single_sample(stream.wrap_periodic_reset(method, "tent", every), "tent", window)
     with torch.no_grad():
         for b, size in enumerate(sizes):
             method.batch = b
             if b in shifts:
-                cifar10c.reset_model(model)
-            cifar10c.forward(model, torch.randn(size, 1, 2, 2), adapt=True)
+                stream.reset_model(model)
+            stream.forward(model, torch.randn(size, 1, 2, 2), adapt=True)
     assert method.events == peer_loops.mariodoebler_updates(sizes, steps, every, window, shifts)
 
 
@@ -359,8 +357,8 @@ def test_periodic_reset_after_every_update_makes_tent_predict_like_norm(tmp_path
 
 def offline_tent_error(corruption: str, epochs: int) -> float:
     """Tent by hand on one corruption of the loaded config: `epochs` adapting passes, then predict."""
-    x, y = cifar10c.load_part(corruption, 5)
-    model = cifar10c.setup_tent(deepcopy(cifar10c.load_base_model(torch.device("cpu"))))
+    x, y = data.load_part(cfg, conf_checks.effective_setting(cfg), corruption, 5)
+    model = cifar10c.setup_tent(deepcopy(evaluation.load_base_model(cfg, torch.device("cpu"))))
     with torch.no_grad():
         for _ in range(epochs):
             for i in range(0, 40, 20):
@@ -384,8 +382,8 @@ def test_predict_after_update_is_off_by_default_and_takes_a_second_forward(tmp_p
     before, _, _ = run(tmp_path, mnist_data_dir, ckpt_dir, "MODEL.ADAPTATIONS", "[tent]", out_name="b")
     after, _, _ = run(tmp_path, mnist_data_dir, ckpt_dir, "MODEL.ADAPTATIONS", "[tent]",
                       "MODEL.PREDICT_AFTER_UPDATE", "True", out_name="a")
-    x, y = cifar10c.load_part("gaussian_noise", 5)
-    model = cifar10c.setup_tent(deepcopy(cifar10c.load_base_model(torch.device("cpu"))))
+    x, y = data.load_part(cfg, conf_checks.effective_setting(cfg), "gaussian_noise", 5)
+    model = cifar10c.setup_tent(deepcopy(evaluation.load_base_model(cfg, torch.device("cpu"))))
     wrong = 0
     with torch.no_grad():
         for i in range(0, 40, 20):
@@ -435,19 +433,19 @@ def test_a_sequential_stream_runs_whole_on_rank_0(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     for rank, split in (("0", [0, 2, 4]), ("1", [1, 3, 5])):
         monkeypatch.setenv("RANK", rank)
-        assert cifar10c.my_pieces("reset_each_shift", pieces) == split
-        assert cifar10c.my_pieces("continual", pieces) == (pieces if rank == "0" else [])
+        assert evaluation.my_pieces(cfg, "reset_each_shift", pieces) == split
+        assert evaluation.my_pieces(cfg, "continual", pieces) == (pieces if rank == "0" else [])
     # mariodoebler's update counter and window outlive resets; its reset_each_shift_correlated resets per corruption
     for opts in (["MODEL.RESET_AFTER_NUM_UPDATES", "3"], ["TEST.BATCH_SIZE", "1", "TEST.WINDOW_LENGTH", "4"],
                  ["SETTING", "reset_each_shift_correlated", "CORRUPTION.SEVERITY", "[5, 4]"]):
         conf.reset_cfg()
         conf.merge_from_list(opts)
-        assert not cifar10c.pieces_independent(conf.effective_setting(cfg))
-        assert cifar10c.my_pieces(conf.effective_setting(cfg), pieces) == []  # rank 1
+        assert not evaluation.pieces_independent(cfg, conf_checks.effective_setting(cfg))
+        assert evaluation.my_pieces(cfg, conf_checks.effective_setting(cfg), pieces) == []  # rank 1
     conf.reset_cfg()
     conf.merge_from_list(["SETTING", "reset_each_shift_correlated", "PROTOCOL.PEER", "tent",
                           "CORRUPTION.SEVERITY", "[5, 4]"])
-    assert cifar10c.pieces_independent("reset_each_shift_correlated")  # tent's loop resets before every piece
+    assert evaluation.pieces_independent(cfg, "reset_each_shift_correlated")  # tent's loop resets before every piece
 
 
 @pytest.mark.parametrize("opts, key", [
@@ -506,9 +504,9 @@ def test_forgetting_protocol_evaluates_the_clean_test_set_between_corruptions(tm
     assert [p["name"] for p in pieces] == ["gaussian_noise", "none", "contrast", "none"]
     # mariodoebler's loader leaves a torchvision test set whole and in file order; the others get NUM_EX 40
     assert [sum(p["total"]) for p in pieces] == [40, 4500, 40, 4500]
-    x, y = cifar10c.load_clean(4500)
-    source = cifar10c.load_base_model(torch.device("cpu")).eval()
-    assert results["source"][5]["none"] == pytest.approx(1 - cifar10c.accuracy(source, x, y, 500, torch.device("cpu")))
+    x, y = data.load_clean(cfg, 4500)
+    source = evaluation.load_base_model(cfg, torch.device("cpu")).eval()
+    assert results["source"][5]["none"] == pytest.approx(1 - models.clean_accuracy(source, x, y, 500, torch.device("cpu")))
 
 
 def test_mariodoeblers_imagenet_list_is_shipped_as_an_order_of_the_full_folder(tmp_path):
