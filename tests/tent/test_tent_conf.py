@@ -140,8 +140,7 @@ def test_declaring_the_keys_imports_no_data_or_model_code():
              "assert not [m for m in ('tent.conf_checks', 'tent.mnistc', 'tent.digits', 'tent.preflight')"
              " if m in sys.modules]\n"
              "from tent.conf import load_cfg_fom_args, reset_cfg, assert_and_infer_cfg\n"
-             "from tent import conf_merge\n"
-             "assert (c._prepare, c._default, c._MISSING) == (conf_merge.prepare_value, conf_merge.default_of,"
-             " conf_merge.MISSING)\n")
+             "from tent import launch\n"
+             "assert load_cfg_fom_args is launch.load_cfg_fom_args\n")
     proc = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tent import cifar10c, conf, data, distributed, evaluation, models, norm, protocols, report, stream
+from tent import cifar10c, conf, conf_checks, data, distributed, evaluation, models, norm, protocols, report, stream
 from tent import tent as tent_lib
 from tent.conf import cfg
 from tent.window import SlidingWindow
