@@ -24,11 +24,11 @@ def unwritable(path: str) -> Optional[str]:
     """Why `path` (a folder or file to create) cannot be written, or None."""
     path = os.path.abspath(path)
     blocker = write_blocker(path, folder=False)
-    if blocker is None:
-        return None
-    if blocker.is_file:
+    if blocker and blocker.is_file:
         return f"cannot be created: {blocker.where} is a file"
-    return "is not writable" if blocker.where == path else f"cannot be written: {blocker.where} is not writable"
+    if blocker and blocker.where == path:
+        return "is not writable"
+    return blocker and f"cannot be written: {blocker.where} is not writable"
 
 
 # ----------------------------------------------------------------------------- one run per folder
