@@ -14,28 +14,7 @@ from dacommon.errors import one_line
 from proda import signals
 from proda.files import unwritable
 from tent.preflight import unwritable_reason
-
-
-class FailingFile:
-    """A real file whose writes fail with ENOSPC once `budget` bytes are written (a disk filling up)."""
-
-    def __init__(self, f, budget):
-        self.f, self.budget = f, budget
-
-    def write(self, data):
-        if len(data) > self.budget:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        self.budget -= len(data)
-        return self.f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()
+from test_proda_reliability_outputs import FailingFile
 
 
 @pytest.fixture()
@@ -46,7 +25,7 @@ def filling_disk(monkeypatch):
     def open_(file, mode="r", *args, **kwargs):
         f = real_open(file, mode, *args, **kwargs)
         if set(mode) & set("wax") and any(os.path.abspath(file).startswith(d) for d in folders):
-            return FailingFile(f, 1000)
+            return FailingFile(f, errno.ENOSPC, 1000)
         return f
 
     monkeypatch.setattr(builtins, "open", open_)
