@@ -17,7 +17,7 @@ setup(
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["tent", "tent.*", "proda", "proda.*"]),
+    packages=find_packages(include=["dacommon", "dacommon.*", "tent", "tent.*", "proda", "proda.*"]),
     # the offline benchmarks' shipped source models (tent/models.py checks each file's sha256) and
     # mariodoebler's ImageNet-C 50,000-image order (tent/imagenetc.py checks its sha256)
     package_data={"tent": ["weights/*.pt", "weights/manifest.json", "imagenet_val_50k_order.npy"]},

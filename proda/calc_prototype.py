@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from proda import engine, manifest
+from dacommon.device import get_device
+from proda import manifest, paths, runner
 from proda.data import create_dataset
 from proda.models.builders import build_student
 from proda.models.prototypes import Prototypes
-from proda.utils import atomic_save, get_device
+from proda.utils import atomic_save
 
 PROTOTYPE_EPOCHS = 4  # the reference always averages over four passes of the loader
 
@@ -50,9 +51,9 @@ def replay_pass(prototypes: Prototypes, batches, momentum: float, desc: str) -> 
 
 def calc_prototype(opt: argparse.Namespace, logger: logging.Logger) -> None:
     """Accumulate class means over the data with the 'mean' update and save them."""
-    engine.seed_everything(opt.seed)
+    runner.seed_everything(opt.seed)
     device = get_device(opt.device)
-    path = engine.prototype_file(opt, opt.src_dataset if opt.source else opt.tgt_dataset)
+    path = paths.prototype_file(opt, opt.src_dataset if opt.source else opt.tgt_dataset)
     if manifest.prototypes_done(opt, path):
         logger.info("prototypes in %s are up to date: nothing to do", path)
         return
@@ -83,8 +84,8 @@ def calc_prototype(opt: argparse.Namespace, logger: logging.Logger) -> None:
 
 def main(argv=None) -> None:
     """Command-line entry point."""
-    engine.run(calc_prototype, description=__doc__.splitlines()[0], argv=argv, entry="calc_prototype",
-               overrides=engine.INFERENCE_OPTIONS)
+    runner.run(calc_prototype, description=__doc__.splitlines()[0], argv=argv, entry="calc_prototype",
+               overrides=runner.INFERENCE_OPTIONS)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from proda import engine, manifest
+from dacommon.device import get_device
+from dacommon.files import atomic_write
+from proda import manifest, runner
 from proda.data import find_dataset_using_name, pseudo_files
 from proda.models.builders import build_student
-from proda.utils import atomic_write, fliplr, get_device
+from proda.utils import fliplr
 
 COMPLETE_MARKER = ".complete"
 
@@ -152,7 +154,7 @@ def unfinished(dataset, out_dir: str, opt: argparse.Namespace, logger: logging.L
 
 def generate(opt: argparse.Namespace, logger: logging.Logger) -> None:
     """Label every target training image that has no complete output yet."""
-    engine.seed_everything(opt.seed)
+    runner.seed_everything(opt.seed)
     device = get_device(opt.device)
     out_dir = os.path.join(opt.save_path, opt.name)
     os.makedirs(out_dir, exist_ok=True)
@@ -178,8 +180,8 @@ def generate(opt: argparse.Namespace, logger: logging.Logger) -> None:
 
 def main(argv=None) -> None:
     """Command-line entry point."""
-    engine.run(generate, description=__doc__.splitlines()[0], argv=argv, entry="generate_pseudo_label",
-               overrides=engine.INFERENCE_OPTIONS, outputs=("save_path",))
+    runner.run(generate, description=__doc__.splitlines()[0], argv=argv, entry="generate_pseudo_label",
+               overrides=runner.INFERENCE_OPTIONS, outputs=("save_path",))
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def check_entry_options(module: str, entry_args: Sequence[str], world: Optional[
     """Parse a ProDA entry's options as each of its processes will (exits 2 with one line if they fail)."""
     if module not in ENTRIES or not world:
         return
-    from proda.engine import INFERENCE_OPTIONS  # local: --help of the launcher stays light
+    from proda.runner import INFERENCE_OPTIONS  # local: --help of the launcher stays light
     from proda.options import parse_opt
     entry, inference = ENTRIES[module]
     saved = {k: os.environ.get(k) for k in ("WORLD_SIZE", "LOCAL_RANK", "RANK")}

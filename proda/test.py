@@ -21,14 +21,15 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from proda import engine, tta
+from dacommon.device import get_device
+from dacommon.files import atomic_write
+from proda import evaluation, runner, tta
 from proda.data import find_dataset_using_name
 from proda.models.builders import build_student
-from proda.utils import atomic_write, get_device
 
 
 def prediction_writer(folder: str, decode_segmap):
-    """Callback for engine.evaluate that saves colour-coded predictions as <image>_pred.png."""
+    """Callback for evaluation.evaluate that saves colour-coded predictions as <image>_pred.png."""
     os.makedirs(folder, exist_ok=True)
 
     def save(batch: dict, pred: torch.Tensor) -> None:
@@ -51,7 +52,7 @@ def json_safe(value):
 
 def test(opt: argparse.Namespace, logger: logging.Logger) -> dict:
     """Evaluate --resume_path on the target val split and report the IoU table."""
-    engine.seed_everything(opt.seed)
+    runner.seed_everything(opt.seed)
     device = get_device(opt.device)
     dataset = find_dataset_using_name(opt.tgt_dataset)(opt, logger, augmentations=None, split="val")
     loader = DataLoader(dataset, batch_size=opt.bs, shuffle=False, num_workers=opt.num_workers)
@@ -65,8 +66,8 @@ def test(opt: argparse.Namespace, logger: logging.Logger) -> dict:
         if writer is not None:
             writer(batch, pred)
 
-    score = engine.evaluate(net, loader, opt.n_class, device, on_batch=on_batch, desc="test")
-    table, results = engine.iou_table(score, dataset.class_names[1:])
+    score = evaluation.evaluate(net, loader, opt.n_class, device, on_batch=on_batch, desc="test")
+    table, results = evaluation.iou_table(score, dataset.class_names[1:])
     results.update(checkpoint=opt.resume_path, tta=tta_settings(opt),
                    seconds_per_image=stream.seconds_per_image(), image_miou=stream.miou)
     logger.info("results of %s on %s val (test-time adaptation: %s, %.3f s per image):\n%s",
@@ -90,8 +91,8 @@ def tta_settings(opt: argparse.Namespace) -> dict:
 
 def main(argv=None) -> None:
     """Command-line entry point."""
-    engine.run(test, description=__doc__.splitlines()[0], argv=argv, entry="test",
-               overrides=engine.INFERENCE_OPTIONS, outputs=("results_json", "save_pred"))
+    runner.run(test, description=__doc__.splitlines()[0], argv=argv, entry="test",
+               overrides=runner.INFERENCE_OPTIONS, outputs=("results_json", "save_pred"))
 
 
 if __name__ == "__main__":

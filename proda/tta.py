@@ -27,11 +27,10 @@ import torch
 import torch.nn as nn
 
 import tent as tent_method
+from dacommon.files import atomic_write
+from proda.metrics import runningScore
 from tent.norm import Norm
 from tent.tent import DEFAULT_NORM_LAYERS
-
-from proda.metrics import runningScore
-from proda.utils import atomic_write
 
 TTA_METHODS = ("none", "norm", "tent")
 BN_STATS = ("batch", "source")
@@ -138,7 +137,7 @@ class StreamRecord:
         self.start = time.perf_counter()
 
     def __call__(self, batch: dict, pred: torch.Tensor) -> None:
-        """engine.evaluate's per-batch callback."""
+        """evaluation.evaluate's per-batch callback."""
         self.miou.extend(image_miou(batch["label"].numpy(), pred.cpu().numpy(), self.n_class))
 
     def seconds_per_image(self) -> float:

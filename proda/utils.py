@@ -7,9 +7,10 @@ import os
 import pickle
 from typing import Any, List, Optional
 
-import numpy as np
 import torch
 
+from dacommon.checkpoints import numpy_safe_globals, torch_load, weights_only_refusal
+from dacommon.device import get_device  # noqa: F401 (re-exported: ProDA's modules import it from here)
 from proda.files import (TEMP_PREFIX, CheckpointError, OptionError, atomic_write,  # noqa: F401 (re-exported)
                          interrupts_deferred, remove_stale_temp_files, stale_temp_files)
 
@@ -41,13 +42,6 @@ def get_logger(logdir: str, console: bool = True) -> logging.Logger:
     return logger
 
 
-def get_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else the CPU; anything else is passed to torch."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def fliplr(img: torch.Tensor) -> torch.Tensor:
     """Flip an N x C x H x W tensor horizontally, on whatever device it lives."""
     return img.flip(3)
@@ -60,7 +54,7 @@ def atomic_save(obj: Any, path: str) -> None:
 
 
 TRUST_FLAG = "--trust_checkpoint"
-_trust_checkpoints = False  # set per run by engine.run from --trust_checkpoint
+_trust_checkpoints = False  # the run's --trust_checkpoint (proda.runner.run sets it): load_checkpoint's default
 
 
 def set_trust_checkpoint(trust: bool) -> None:
@@ -69,50 +63,30 @@ def set_trust_checkpoint(trust: bool) -> None:
     _trust_checkpoints = bool(trust)
 
 
-def numpy_safe_globals() -> List[Any]:
-    """Exactly what the released ProDA checkpoints pickle besides tensors: 'best_iou' is the
-    NumPy float64 that runningScore returns (a scalar, its dtype and the dtype's class),
-    under the NumPy 2 and NumPy 1 module names."""
-    core = getattr(np, "_core", None) or np.core
-    scalar = core.multiarray.scalar
-    allowed: List[Any] = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype]
-    float64_dtype = getattr(getattr(np, "dtypes", None), "Float64DType", None)
-    if float64_dtype is not None:
-        allowed.append(float64_dtype)
-    return allowed
-
-
-def _refusal(err: Exception, path: str) -> Optional[str]:
-    """What weights_only refused in the file (None: the file is corrupt, not refused); the test is
-    the exception type torch raises for every weights-only refusal (tent.safe_load), not its wording."""
-    from tent.safe_load import weights_only_refusal  # here: only a failed load pays for importing tent
-    return weights_only_refusal(err, path)
-
-
 def load_checkpoint(path: str, what: str = "checkpoint", hint: Optional[str] = None,
-                    map_location: Any = "cpu") -> Any:
+                    map_location: Any = "cpu", trust: Optional[bool] = None) -> Any:
     """torch.load(weights_only=True) with an allow-list for NumPy scalars; never runs code unless
-    --trust_checkpoint was given. Any failure is one CheckpointError line naming the file.
+    trusted (`trust`; None: the run's --trust_checkpoint). Any failure is one CheckpointError line
+    naming the file.
 
     `what` names the file in the error message and `hint` says how to create or obtain it.
     """
     if not os.path.isfile(path):
         raise CheckpointError(f"{what} not found: {path}" + (f" ({hint})" if hint else ""))
     try:
-        with torch.serialization.safe_globals(numpy_safe_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+        return torch_load(path, False, map_location, allowed=numpy_safe_globals())
     except Exception as err:  # noqa: BLE001 - every failure becomes one line
-        refused = _refusal(err, path)
+        refused = weights_only_refusal(err, path)  # the exception type and the file's bytes, not torch's wording
         if refused is None:
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             if isinstance(err, pickle.UnpicklingError):  # torch's text would advise weights_only=False
                 reason = "it starts neither as a zip nor as a pickle"
             raise CheckpointError(f"{what} {path} is corrupt or not a torch file: {reason}") from None
-    if not _trust_checkpoints:
+    if not (_trust_checkpoints if trust is None else trust):
         raise CheckpointError(f"{what} {path} pickles objects that could run code when loaded ({refused}); "
                               f"refused (pass {TRUST_FLAG} only if you trust this file)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch_load(path, True, map_location)
     except Exception as err:  # noqa: BLE001
         raise CheckpointError(f"{what} {path} could not be loaded even with {TRUST_FLAG}: "
                               f"{type(err).__name__}") from None

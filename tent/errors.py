@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import errno
 import logging
-import shutil
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-logger = logging.getLogger(__name__)
+from dacommon.errors import INTERRUPTED, one_line  # noqa: F401 (tent's names for them)
+from dacommon.files import free_space, size_text  # noqa: F401 (tent's names for them)
 
-INTERRUPTED = 130  # the shell's status for SIGINT
+logger = logging.getLogger(__name__)
 
 
 class TentError(Exception):
@@ -48,24 +48,6 @@ class OutputError(TentError):
     """An output file that could not be written (a full disk, a read-only folder), named in the line."""
 
 
-def size_text(n: int) -> str:
-    """A byte count for people: 532 B, 12.3 kB, 4.1 MB, ..."""
-    value, unit = float(n), "B"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            break
-        value /= 1000
-    return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-
-
-def free_space(path: Union[str, Path]) -> int:
-    """Bytes free to this user on the file system that holds `path` (or its nearest existing parent)."""
-    folder = Path(path).absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    return shutil.disk_usage(folder).free
-
-
 def write_failed(path: Union[str, Path], needed: Optional[int], error: OSError) -> OutputError:
     """One line for a failed write of `path`: the OS reason and, for a full disk, the space it needed."""
     text = f"cannot write {path}: {error.strerror or error}"
@@ -73,16 +55,6 @@ def write_failed(path: Union[str, Path], needed: Optional[int], error: OSError) 
         wanted = "" if needed is None else f"it needs {size_text(needed)}; "
         text += f" ({wanted}{size_text(free_space(path))} free there)"
     return OutputError(text)
-
-
-def one_line(error: BaseException) -> str:
-    """The error's message on one line (file names and OS reasons for OSErrors)."""
-    if isinstance(error, OSError) and error.strerror:
-        where = f"{error.filename}: " if error.filename else ""
-        text = f"{where}{error.strerror}"
-    else:
-        text = str(error) or type(error).__name__
-    return " ".join(text.split())
 
 
 def exit_status(command: Callable[[], object]) -> int:

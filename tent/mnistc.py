@@ -21,14 +21,17 @@ smooths its displacement field over 0.3 px, so it scatters pixels instead of war
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import zipfile
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
+
+from dacommon import files
 
 logger = logging.getLogger(__name__)
 
@@ -98,16 +101,9 @@ def make_split(num_train: int, seed: int) -> Tuple[np.ndarray, np.ndarray, np.nd
     return x[train_idx], labels[train_idx], x[test_idx], labels[test_idx]
 
 
-def atomic_write(path: Path, write: Callable[[object], None]) -> None:
-    """Write a file through a temporary one beside it, so an interrupted run leaves no broken file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # one per process: concurrent runs do not clash
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+# tent's files are written whole (dacommon.files) as shared caches: runs in parallel may write the
+# same MNIST-C file, so another run's temporary file is never removed, and an OS error stays the OS's
+atomic_write = functools.partial(files.atomic_write, shared=True)
 
 
 def _save_atomic(path: Path, **arrays: np.ndarray) -> None:

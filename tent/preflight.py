@@ -8,9 +8,10 @@ check an unwritable CKPT_DIR failed only after the MNIST-C source model had trai
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
+
+from dacommon.files import write_blocker
 
 from . import mnistc, protocols
 from .conf_checks import effective_setting
@@ -25,17 +26,12 @@ WRITTEN = {"SAVE_DIR": "its log and results", "DATA_DIR": "downloaded or generat
 
 def unwritable_reason(folder: Path) -> Optional[str]:
     """Why files cannot be created in `folder` (or in the folders to create for it); None if they can."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    try:  # the only honest test (permissions, read-only mounts, root's rights): create a file
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        return f"cannot create files in {existing} ({e.strerror})"
-    return None
+    blocker = write_blocker(folder)
+    if blocker is None:
+        return None
+    if blocker.is_file:
+        return f"{blocker.where} is a file, not a folder"
+    return f"cannot create files in {blocker.where} ({blocker.reason})"
 
 
 def holds_inputs(key: str, c: Any) -> bool:

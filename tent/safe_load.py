@@ -9,26 +9,22 @@ unrestricted load.
 
 robustbench and torchvision call torch.load themselves (torchvision's hub loader even passes
 weights_only=False); `third_party_loads` makes those calls weights-only through torch's own
-switch, the TORCH_FORCE_WEIGHTS_ONLY_LOAD environment variable, for the duration of the call.
+switch (dacommon.checkpoints.forced_weights_only) for the duration of the call. What a refusal
+is, and the load itself, live in dacommon.checkpoints; tent words the errors here.
 """
 from __future__ import annotations
 
-import os
 import pickle
-import re
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Union
 
-import torch
+from dacommon.checkpoints import (FORCE_SAFE, FORCE_UNSAFE, forced_weights_only,  # noqa: F401 (tent's names)
+                                  torch_load, weights_only_refusal)
 
 from .errors import CorruptFileError, TentError, UnsafeCheckpointError
 
 TRUST_KEY = "MODEL.TRUST_CHECKPOINT"
-FORCE_SAFE, FORCE_UNSAFE = "TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
-
-# a torch file is a zip (torch.save) or a pickle of protocol 2+ (legacy torch.save, a raw pickle)
-TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
 
 PathLike = Union[str, Path]
 
@@ -36,24 +32,14 @@ PathLike = Union[str, Path]
 def load_checkpoint(path: PathLike, trust: bool = False, map_location: Any = "cpu") -> Any:
     """torch.load of `path`, weights-only unless trusted; one-line errors naming the file."""
     with checkpoint_errors(path, trust):
-        return torch.load(path, map_location=map_location, weights_only=not trust)
+        return torch_load(path, trust, map_location)
 
 
 @contextmanager
 def third_party_loads(path: PathLike, trust: bool = False) -> Iterator[None]:
     """Make every torch.load inside (robustbench, torchvision) weights-only unless trusted."""
-    saved = {name: os.environ.get(name) for name in (FORCE_SAFE, FORCE_UNSAFE)}
-    os.environ.pop(FORCE_SAFE if trust else FORCE_UNSAFE, None)  # torch refuses both at once
-    os.environ[FORCE_UNSAFE if trust else FORCE_SAFE] = "1"
-    try:
-        with checkpoint_errors(path, trust):
-            yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with forced_weights_only(trust), checkpoint_errors(path, trust):
+        yield
 
 
 @contextmanager
@@ -74,28 +60,6 @@ def checkpoint_errors(path: PathLike, trust: bool) -> Iterator[None]:
         raise CorruptFileError(_corrupt_message(path, e)) from None
     except (RuntimeError, EOFError, ValueError, KeyError, AttributeError) as e:
         raise CorruptFileError(_corrupt_message(path, e)) from None
-
-
-def weights_only_refusal(error: BaseException, path: PathLike) -> Optional[str]:
-    """What a weights-only torch.load refused in `path` (None: `error` is no such refusal).
-
-    torch raises pickle.UnpicklingError for every refusal of its weights-only unpickler -- a global
-    outside its allow-list, one from a module it blocks (os, posix, sys...), an opcode it does not
-    run -- and other types for damaged zips (RuntimeError, EOFError). A file that is no pickle at
-    all (an HTML error page) also ends in UnpicklingError, so the file must start as torch files
-    do: a zip or a pickle. The type and the bytes are the test; torch's wording (which changes
-    between releases and recommends weights_only=False) only supplies the global's name.
-    """
-    if not isinstance(error, pickle.UnpicklingError):
-        return None
-    try:
-        with open(path, "rb") as f:
-            if not f.read(4).startswith(TORCH_FILE_STARTS):
-                return None
-    except OSError:
-        return None
-    named = re.search(r"GLOBAL ([\w.]+)", str(error))
-    return f"it names {named.group(1)}" if named else "it is a pickle beyond tensors and containers"
 
 
 def _unsafe_message(path: PathLike, what: str) -> str:

@@ -35,13 +35,14 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.io as sio
 from PIL import Image, ImageDraw, ImageFilter
+
+from dacommon.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -347,10 +348,7 @@ def _save_png(array: np.ndarray, path: str, mode: Optional[str] = None, palette:
     img = Image.fromarray(array, mode=mode) if mode else Image.fromarray(array)
     if palette is not None:
         img.putpalette(palette.reshape(-1).tolist())
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=os.path.dirname(path))
-    os.close(fd)
-    img.save(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: img.save(f, format="PNG"))
 
 
 def write_source(root: str, n: int, size: Tuple[int, int], seed: int) -> None:
@@ -408,9 +406,8 @@ def generate(out: str, n_source: int = 200, n_target_train: int = 200, n_target_
     write_source(os.path.join(out, SOURCE_DIR), n_source, size, seed)
     write_target(os.path.join(out, TARGET_DIR), "train", n_target_train, size, seed)
     write_target(os.path.join(out, TARGET_DIR), "val", n_target_val, size, seed)
-    with open(marker + ".tmp", "w") as f:
-        json.dump(params, f)
-    os.replace(marker + ".tmp", marker)  # the marker appears only once every file is written
+    # the marker appears only once every file is written
+    atomic_write(marker, lambda f: f.write(json.dumps(params).encode()))
     logger.info("wrote %d source and %d + %d target scenes of %dx%d to %s",
                 n_source, n_target_train, n_target_val, size[0], size[1], out)
     return True

@@ -13,7 +13,7 @@ import os
 import pytest
 import torch
 
-from proda import calc_prototype, engine, test as proda_test
+from proda import calc_prototype, runner, test as proda_test
 from proda.data import create_dataset
 from proda.demo import test_rows
 from proda.models.builders import build_student
@@ -37,8 +37,8 @@ def tree(synthetic_tree):
 
 def four_full_passes(argv):
     """The prototypes of calc_prototype's loop before the replay: the network on every pass."""
-    opt = parse_opt(argv, entry="calc_prototype", overrides=engine.INFERENCE_OPTIONS)
-    engine.seed_everything(opt.seed)
+    opt = parse_opt(argv, entry="calc_prototype", overrides=runner.INFERENCE_OPTIONS)
+    runner.seed_everything(opt.seed)
     datasets = create_dataset(opt, None)
     net = build_student(opt).eval()
     prototypes = Prototypes(opt.n_class, torch.device("cpu"))

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from proda.distributed import all_gather_rows
+from dacommon.distributed import all_gather_rows
 from proda.models.adaptation_modelv2 import CustomModel
 from proda.models.prototypes import update_prototypes
 from test_proda_models import STAGE1, batch, make_opt, weak_params

@@ -15,7 +15,6 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from proda.data.randaugment import RandAugmentMC
-from proda.engine import INFERENCE_OPTIONS, OptionError
 from proda.models.adaptation_modelv2 import CustomModel
 from proda.models.steps import STAGE_STEPS
 from proda.models.builders import batchnorm_class, build_student
@@ -23,7 +22,8 @@ from proda.models.deeplabv2 import ASPP_DILATIONS, Deeplab
 from proda.models.discriminator import FCDiscriminator
 from proda.models.utils import PolynomialLR, cross_entropy2d, freeze_bn, get_scheduler, is_batchnorm
 from proda.options import STAGES, parse_opt
-from proda.utils import CheckpointError, atomic_save
+from proda.runner import INFERENCE_OPTIONS
+from proda.utils import CheckpointError, OptionError, atomic_save
 
 N_CLASS = 13
 TINY = [1, 1, 1, 1]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from proda import calc_prototype, generate_pseudo_label, test as proda_test, train
-from proda.engine import INFERENCE_OPTIONS
+from proda.runner import INFERENCE_OPTIONS
 from proda.options import ENTRY_GROUPS, FrozenOptionsError, Options, get_parser, parse_opt
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -17,7 +17,7 @@ from torch.utils.data import default_collate
 
 from proda import train
 from proda.demo.synthetic import generate
-from proda.engine import model_file
+from proda.paths import model_file
 from proda.models.accumulation import combine, labelled_pixels, shares, split_batch, weighted
 from proda.models.adaptation_modelv2 import CustomModel
 from proda.models.builders import build_discriminator, build_optimizer

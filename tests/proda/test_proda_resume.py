@@ -118,17 +118,17 @@ class TerminateWhenPickled:
 
 def test_sigterm_during_a_checkpoint_set_lands_after_it(tmp_path):
     """Preemption is SIGTERM: held like Ctrl-C until the set is written, then delivered to the
-    handler engine.run installs (Terminated, exit 143), with no temp file left."""
-    from proda import engine
-    previous = signal.signal(signal.SIGTERM, engine._raise_terminated)
+    handler proda.runner.run installs (Terminated, exit 143), with no temp file left."""
+    from proda import signals
+    previous = signal.signal(signal.SIGTERM, signals._raise_terminated)
     try:
-        with pytest.raises(engine.Terminated):
+        with pytest.raises(signals.Terminated):
             with interrupts_deferred():
                 atomic_save({"x": TerminateWhenPickled()}, str(tmp_path / "current.pkl"))
                 atomic_save({"w": torch.ones(2)}, str(tmp_path / "best.pkl"))
         assert sorted(os.listdir(tmp_path)) == ["best.pkl", "current.pkl"]
-        assert signal.getsignal(signal.SIGTERM) is engine._raise_terminated
-        assert engine.interrupt_status(engine.Terminated()) == 143
+        assert signal.getsignal(signal.SIGTERM) is signals._raise_terminated
+        assert signals.interrupt_status(signals.Terminated()) == 143
     finally:
         signal.signal(signal.SIGTERM, previous)
 
