@@ -69,7 +69,7 @@ def run_path(name: str, batch_size: int, fast: bool, compile_: bool, warmup: int
     """Median seconds per batch of each method, and the process's peak memory (runs in a child)."""
     if threads:
         torch.set_num_threads(threads)
-    from tent.evaluation import get_device
+    from dacommon.device import get_device
 
     device = get_device("auto")
     # process CPU time is robust to other processes on a shared machine (use with --threads 1)

@@ -8,7 +8,7 @@ error of every corruption logged as `error % [<corruption><severity>]: <error>`.
 automatic device, a progress bar per corruption, several methods per run (MODEL.ADAPTATIONS),
 the evaluation protocols of later work (SETTING, tent/protocols.py; MODEL.CONTINUAL True is
 SETTING continual), periodic resets (MODEL.RESET_AFTER_NUM_UPDATES), single-sample adaptation
-on a sliding window (tent/window.py), several processes under torchrun (tent/distributed.py),
+on a sliding window (tent/window.py), several processes under torchrun (tent/evaluation.py),
 one run per source model (MNISTC.SEEDS, tent/seeds.py), and at the end a Markdown table in the
 reference README's format, CSV / JSON files, tensorboard scalars, a bar chart per method and,
 for streams that are not reset, an error curve.
@@ -22,7 +22,9 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
-from . import distributed, errors, launch, seeds
+from dacommon import distributed
+
+from . import errors, launch, seeds
 from .evaluation import run
 from .methods import setup_norm, setup_optimizer, setup_source, setup_tent  # noqa: F401  (the reference's names)
 from .report import Results

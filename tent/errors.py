@@ -12,8 +12,8 @@ import logging
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from dacommon.errors import INTERRUPTED, one_line  # noqa: F401 (tent's names for them)
-from dacommon.files import free_space, size_text  # noqa: F401 (tent's names for them)
+from dacommon.errors import INTERRUPTED, one_line
+from dacommon.files import free_space, size_text
 
 logger = logging.getLogger(__name__)
 

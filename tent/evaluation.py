@@ -4,8 +4,14 @@
 `results[method][severity][corruption]` (errors as fractions): it picks the device, loads the
 source model once, plans the stream (tent/protocols.py), runs each method from a fresh copy of
 the source model (tent/methods.py, tent/stream.py), gathers the pieces of every process under
-torchrun (tent/distributed.py) and, on rank 0, logs the tables and writes the files
+torchrun (dacommon/distributed.py) and, on rank 0, logs the tables and writes the files
 (tent/report.py).
+
+Under torchrun, the settings that reset before every corruption x severity (protocols.RESET_SETTINGS)
+make the pieces independent runs: process r takes pieces r, r + N, r + 2N, ... and rank 0 gathers
+the results into exactly the table one process prints. A sequential stream (continual, gradual,
+mixed, correlated) depends on the whole stream, so rank 0 runs it whole while the other processes
+wait (my_pieces); to use them, run one process per CORRUPTION.ORDER_SEED or RNG_SEED instead.
 """
 from __future__ import annotations
 
@@ -18,7 +24,10 @@ import torch
 import torch.nn as nn
 from yacs.config import CfgNode
 
-from . import distributed, protocols, report
+from dacommon import distributed
+from dacommon.device import get_device
+
+from . import protocols, report
 from .conf_checks import effective_setting, methods
 from .launch import setup_logging
 from .data import mnist_model_cfg
@@ -27,13 +36,6 @@ from .models import load_source_model
 from .stream import evaluate_model
 
 logger = logging.getLogger(__name__)
-
-
-def get_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when available, else the CPU (the reference always moves the model to CUDA)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def run(c: CfgNode) -> report.Results:

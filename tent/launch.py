@@ -21,7 +21,9 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
-from . import distributed, report
+from dacommon import distributed
+
+from . import report
 from .conf import cfg
 from .conf_checks import assert_and_infer_cfg
 from .conf_merge import merge_from_file, merge_from_list, merge_pairs, reset_cfg

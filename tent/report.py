@@ -27,6 +27,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from dacommon.files import free_space, size_text
+
 from . import errors, protocols
 from .mnistc import atomic_write
 
@@ -123,10 +125,10 @@ def write_outputs(outputs: Dict[Path, bytes]) -> None:
         return
     needed = sum(len(data) for data in outputs.values())
     folder = next(iter(outputs)).parent
-    free = errors.free_space(folder)
+    free = free_space(folder)
     if free < needed:  # nothing written rather than half of the outputs
-        raise errors.OutputError(f"cannot write the results to {folder}: they need {errors.size_text(needed)}, "
-                                 f"{errors.size_text(free)} free")
+        raise errors.OutputError(f"cannot write the results to {folder}: they need {size_text(needed)}, "
+                                 f"{size_text(free)} free")
     for path, data in outputs.items():
         write_file(path, data)
 

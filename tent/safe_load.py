@@ -19,8 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Union
 
-from dacommon.checkpoints import (FORCE_SAFE, FORCE_UNSAFE, forced_weights_only,  # noqa: F401 (tent's names)
-                                  torch_load, weights_only_refusal)
+from dacommon.checkpoints import forced_weights_only, torch_load, weights_only_refusal
 
 from .errors import CorruptFileError, TentError, UnsafeCheckpointError
 

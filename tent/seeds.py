@@ -17,7 +17,9 @@ from typing import Callable, Dict, List, Tuple
 
 from yacs.config import CfgNode
 
-from . import distributed, launch, report
+from dacommon import distributed
+
+from . import launch, report
 
 logger = logging.getLogger(__name__)
 

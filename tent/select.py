@@ -22,7 +22,10 @@ import yaml
 
 from yacs.config import CfgNode
 
-from . import conf, distributed, errors, launch, report
+from dacommon import distributed
+from dacommon.errors import INTERRUPTED, one_line
+
+from . import conf, conf_merge, errors, launch, report
 from .conf import ConfigError, VALIDATION_CORRUPTIONS
 from .evaluation import run
 from .preflight import check_folders, unwritable_reason
@@ -153,11 +156,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         select(args.cfg, args.opts, args.out)
     except (errors.TentError, OSError) as e:  # printed, not logged: the candidates' runs replaced the log handlers
-        print(f"error: {errors.one_line(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return getattr(e, "exit_status", 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return errors.INTERRUPTED
+        return INTERRUPTED
     finally:
         distributed.close()
     return 0

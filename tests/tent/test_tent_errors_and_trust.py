@@ -20,6 +20,7 @@ import pytest
 import torch
 
 import tent  # noqa: F401  (installs the autoattack alias robustbench needs)
+from dacommon import checkpoints
 from tent import cifar10c, conf, conf_checks, launch, models, preflight, safe_load
 from tent.errors import CorruptFileError, UnsafeCheckpointError
 
@@ -144,12 +145,12 @@ def test_corrupt_checkpoint_is_named_in_one_line(tmp_path, content):
 def test_third_party_loads_are_weights_only_and_restore_the_environment(tmp_path, monkeypatch):
     marker = tmp_path / "marker"
     path = craft(tmp_path / "evil.pt", marker)
-    monkeypatch.setenv(safe_load.FORCE_UNSAFE, "1")  # a user environment that would unpickle anything
+    monkeypatch.setenv(checkpoints.FORCE_UNSAFE, "1")  # a user environment that would unpickle anything
     with pytest.raises(UnsafeCheckpointError):
         with safe_load.third_party_loads(path):
             torch.load(path, weights_only=False)  # what torchvision's hub loader passes
     assert not marker.exists()
-    assert os.environ[safe_load.FORCE_UNSAFE] == "1" and safe_load.FORCE_SAFE not in os.environ
+    assert os.environ[checkpoints.FORCE_UNSAFE] == "1" and checkpoints.FORCE_SAFE not in os.environ
 
 
 def small_model_checkpoint(ckpt_dir: Path) -> Dict[str, torch.Tensor]:
@@ -174,7 +175,7 @@ def small_ckpt_dir(tmp_path_factory) -> Path:
 
 
 def test_robustbench_checkpoint_loads_weights_only(small_ckpt_dir, monkeypatch):
-    monkeypatch.setenv(safe_load.FORCE_UNSAFE, "1")  # ignored: our load is weights-only anyway
+    monkeypatch.setenv(checkpoints.FORCE_UNSAFE, "1")  # ignored: our load is weights-only anyway
     model = models.load_robustbench_model(SMALL_ARCH, str(small_ckpt_dir), "cifar10")
     saved = torch.load(small_ckpt_dir / "cifar10" / "corruptions" / f"{SMALL_ARCH}.pt", weights_only=True)
     for name, tensor in model.state_dict().items():
@@ -203,7 +204,7 @@ def craft_mnist_cnn(tmp_path: Path, marker: Path, monkeypatch) -> List[str]:
 
 @pytest.mark.parametrize("craft_files", [craft_robustbench, craft_hub_resnet50, craft_mnist_cnn])
 def test_crafted_checkpoint_never_runs_through_the_entry_point(tmp_path, monkeypatch, capsys, craft_files):
-    monkeypatch.setenv(safe_load.FORCE_UNSAFE, "1")  # robustbench's own torch.load would then run it
+    monkeypatch.setenv(checkpoints.FORCE_UNSAFE, "1")  # robustbench's own torch.load would then run it
     marker = tmp_path / "marker"
     overrides = craft_files(tmp_path, marker, monkeypatch)
     (tmp_path / "c.yaml").write_text(MNIST_CFG)
@@ -490,7 +491,7 @@ def test_os_error_on_a_cache_file_is_one_line(tmp_path, capsys):
 def test_command_line_prints_one_line_and_exits(tmp_path, command, overrides, status, named):
     marker = tmp_path / "marker"
     craft(tmp_path / "ckpt" / "cifar10" / "corruptions" / f"{SMALL_ARCH}.pt", marker)
-    env = dict(os.environ, **{safe_load.FORCE_UNSAFE: "1"})
+    env = dict(os.environ, **{checkpoints.FORCE_UNSAFE: "1"})
     proc = subprocess.run([sys.executable, *command, "--cfg", str(write_cfg(tmp_path, MNIST_CFG)), *dirs(tmp_path),
                            *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     lines = error_lines(proc.stderr)

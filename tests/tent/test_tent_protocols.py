@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from tent import cifar10c, conf, conf_checks, data, distributed, evaluation, models, norm, protocols, report, stream
+from dacommon import distributed
+from tent import cifar10c, conf, conf_checks, data, evaluation, models, norm, protocols, report, stream
 from tent import tent as tent_lib
 from tent.conf import cfg
 from tent.window import SlidingWindow

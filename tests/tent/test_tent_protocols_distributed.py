@@ -1,4 +1,4 @@
-"""tent.distributed: torchrun with 2 gloo CPU processes gives exactly the single-process table."""
+"""dacommon.distributed under tent: torchrun with 2 gloo CPU processes gives exactly the single-process table."""
 import json
 import os
 import subprocess
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tent import cifar10c, distributed
+from dacommon import distributed
+from tent import cifar10c
 from tent.conf import cfg
 from tent_helpers import TINY_MNIST_CFG
 
