@@ -14,6 +14,7 @@ shortcut). The checkpoint also holds optimiser slots (`.../Momentum`), the proje
 """
 from __future__ import annotations
 
+import os
 import re
 from typing import Dict, List, Sequence, Tuple
 
@@ -26,6 +27,7 @@ from proda.utils import atomic_save
 BASE_SCOPE = "base_model/"  # the trained network
 EMA_SCOPE = "ema_model/base_model/"  # its moving average, where a checkpoint holds one
 BN_ARRAYS = {"gamma": "weight", "beta": "bias", "moving_mean": "running_mean", "moving_variance": "running_var"}
+DOWNLOAD = "https://storage.googleapis.com/simclr-checkpoints/simclrv2/pretrained/r101_1x_sk0/"
 SOURCE = "a TF1 SimCLRv2 checkpoint such as gs://simclr-checkpoints/simclrv2/pretrained/r101_1x_sk0/model.ckpt-250228"
 _VARIABLE = re.compile(r"(conv2d|batch_normalization)(?:_(\d+))?/(kernel|gamma|beta|moving_mean|moving_variance)")
 
@@ -101,7 +103,10 @@ def convert(variables: Dict[str, np.ndarray], scope: str = BASE_SCOPE) -> Dict[s
 
 def read_tf_checkpoint(path: str) -> Dict[str, np.ndarray]:
     """Every variable of a TensorFlow checkpoint (prefix path) but the optimiser slots; needs TensorFlow,
-    which is not a dependency of this project, hence the import here."""
+    which is not a dependency of this project, hence the import here (after naming a missing file)."""
+    if not (os.path.isfile(path + ".index") or os.path.isdir(path)):
+        raise CheckpointError(f"TensorFlow checkpoint not found: {path}.index (r101_1x_sk0's model.ckpt-250228.index "
+                              f"and .data-00000-of-00001 are at {DOWNLOAD}; see docs/simclr.md)")
     try:
         import tensorflow as tf
     except ImportError:

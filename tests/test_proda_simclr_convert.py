@@ -137,12 +137,18 @@ def test_an_unexpected_structure_ends_in_one_line(damage, message):
     assert "\n" not in str(err.value)
 
 
-def test_reading_without_tensorflow_says_how_to_install_it(monkeypatch):
-    """TensorFlow is not a dependency: its absence is one line naming the package to install."""
+def test_reading_names_a_missing_file_then_a_missing_tensorflow(tmp_path, monkeypatch):
+    """A missing checkpoint is named with its download address; TensorFlow, not a dependency, is named with
+    the package to install; each in one line."""
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # import fails as if not installed
-    with pytest.raises(CheckpointError, match=r"pip install tensorflow-cpu") as err:
-        read_tf_checkpoint("r101_1x_sk0/model.ckpt-250228")
-    assert "\n" not in str(err.value)
+    prefix = tmp_path / "r101_1x_sk0" / "model.ckpt-250228"
+    with pytest.raises(CheckpointError, match=r"not found: .*model\.ckpt-250228\.index .*storage\.googleapis\.com") as missing:
+        read_tf_checkpoint(str(prefix))
+    prefix.parent.mkdir()
+    Path(f"{prefix}.index").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"pip install tensorflow-cpu") as no_tf:
+        read_tf_checkpoint(str(prefix))
+    assert "\n" not in str(missing.value) + str(no_tf.value)
 
 
 class FakeReader:
@@ -167,10 +173,12 @@ def run_script(monkeypatch, *args: str) -> None:
     runpy.run_path(str(SCRIPT), run_name="__main__")
 
 
-def test_the_command_converts_a_checkpoint_and_refuses_an_unreadable_one_in_one_line(tmp_path, monkeypatch, capsys):
+def test_the_command_converts_a_checkpoint_and_refuses_a_missing_or_unreadable_one_in_one_line(tmp_path, monkeypatch, capsys):
     """The command end to end, TensorFlow's reader stood in for (TF is not installed here): the written file
-    holds the backbone; a prefix that does not exist ends in one line, exit status 2 and no file."""
-    prefix = str(tmp_path / "r101_1x_sk0" / "model.ckpt-250228")
+    holds the backbone; a missing or unreadable checkpoint ends in one line, exit status 2 and no file."""
+    prefix, broken = str(tmp_path / "model.ckpt-250228"), str(tmp_path / "broken.ckpt-1")
+    for name in (prefix, broken):
+        Path(f"{name}.index").write_bytes(b"")
     checkpoints = {prefix: simclrv2_variables() | {"global_step": np.array(250228)}}
     tf = types.ModuleType("tensorflow")
     tf.train = types.SimpleNamespace(load_checkpoint=lambda path: FakeReader(path, checkpoints))
@@ -179,11 +187,12 @@ def test_the_command_converts_a_checkpoint_and_refuses_an_unreadable_one_in_one_
     run_script(monkeypatch, prefix, str(out))
     assert "wrote 85 backbone tensors" in capsys.readouterr().out
     assert torch.load(out, weights_only=True)["state_dict"].keys() == convert(simclrv2_variables()).keys()
-    with pytest.raises(SystemExit) as done:
-        run_script(monkeypatch, str(tmp_path / "absent"), str(tmp_path / "x.pth"))
-    assert done.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "cannot read the TensorFlow checkpoint" in err and "absent" in err
+    for bad, message in ((str(tmp_path / "absent"), "checkpoint not found: "), (broken, "cannot read the TensorFlow")):
+        with pytest.raises(SystemExit) as done:
+            run_script(monkeypatch, bad, str(tmp_path / "x.pth"))
+        assert done.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err and bad in err
     assert not (tmp_path / "x.pth").exists()
 
 
@@ -192,6 +201,7 @@ def test_the_command_run_from_a_clone_without_tensorflow_says_how_to_install_it(
     """As a user runs it (a fresh interpreter, a few seconds on an idle machine): one line, exit status 2."""
     if importlib.util.find_spec("tensorflow") is not None:
         pytest.skip("TensorFlow is installed here")
+    (tmp_path / "model.ckpt-1.index").write_bytes(b"")
     done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "model.ckpt-1"), str(tmp_path / "x.pth")],
                           capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert done.returncode == 2
