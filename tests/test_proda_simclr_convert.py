@@ -121,13 +121,15 @@ def sk1_stem(variables: dict) -> dict:
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda v: {k.replace("base_model/", "model/resnet/"): a for k, a in v.items()}, r"no conv kernels under 'base_model/'"),
+    (lambda v: {k.replace("base_model/", "model/resnet/"): a for k, a in v.items()},
+     r"no conv kernels under 'base_model/'"),
     (sk1_stem, r"not a ResNet sk0"),
     (lambda v: {k: a for k, a in v.items() if k != "base_model/batch_normalization_3/moving_variance"},
      r"batch_normalization_3 lacks moving_variance"),
     (lambda v: {k: a for k, a in v.items() if not k.startswith("base_model/batch_normalization_16/")},
      r"batch_normalization_16 is missing"),
-    (lambda v: v | {"base_model/conv2d_4/bias": np.zeros(256, np.float32)}, r"unexpected variable base_model/conv2d_4/bias"),
+    (lambda v: v | {"base_model/conv2d_4/bias": np.zeros(256, np.float32)},
+     r"unexpected variable base_model/conv2d_4/bias"),
     (lambda v: {k: a for k, a in v.items() if "_16/" not in k}, r"4 block groups|kernel sizes"),
 ])
 def test_an_unexpected_structure_ends_in_one_line(damage, message):
@@ -142,7 +144,8 @@ def test_reading_names_a_missing_file_then_a_missing_tensorflow(tmp_path, monkey
     the package to install; each in one line."""
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # import fails as if not installed
     prefix = tmp_path / "r101_1x_sk0" / "model.ckpt-250228"
-    with pytest.raises(CheckpointError, match=r"not found: .*model\.ckpt-250228\.index .*storage\.googleapis\.com") as missing:
+    found_nothing = r"not found: .*model\.ckpt-250228\.index .*storage\.googleapis\.com"
+    with pytest.raises(CheckpointError, match=found_nothing) as missing:
         read_tf_checkpoint(str(prefix))
     prefix.parent.mkdir()
     Path(f"{prefix}.index").write_bytes(b"")
@@ -156,13 +159,16 @@ class FakeReader:
 
     def __init__(self, path: str, checkpoints: dict) -> None:
         if path not in checkpoints:
-            raise ValueError(f"Unsuccessful TensorSliceReader constructor: Failed to find any matching files for {path}\n...")
+            raise ValueError("Unsuccessful TensorSliceReader constructor: Failed to find any matching files "
+                             f"for {path}\n...")
         self.arrays = checkpoints[path]
 
     def get_variable_to_shape_map(self) -> dict:
+        """Variable name -> shape."""
         return {name: list(a.shape) for name, a in self.arrays.items()}
 
     def get_tensor(self, name: str) -> np.ndarray:
+        """One variable's array."""
         return self.arrays[name]
 
 
@@ -173,7 +179,7 @@ def run_script(monkeypatch, *args: str) -> None:
     runpy.run_path(str(SCRIPT), run_name="__main__")
 
 
-def test_the_command_converts_a_checkpoint_and_refuses_a_missing_or_unreadable_one_in_one_line(tmp_path, monkeypatch, capsys):
+def test_the_command_converts_a_checkpoint_and_refuses_a_bad_one_in_one_line(tmp_path, monkeypatch, capsys):
     """The command end to end, TensorFlow's reader stood in for (TF is not installed here): the written file
     holds the backbone; a missing or unreadable checkpoint ends in one line, exit status 2 and no file."""
     prefix, broken = str(tmp_path / "model.ckpt-250228"), str(tmp_path / "broken.ckpt-1")
