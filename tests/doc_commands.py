@@ -76,6 +76,9 @@ CLASSES: List[Tuple[str, Class]] = [
      Class(NOT_RUN, "retrains and rewrites the shipped tent/weights/ (7.4 min); "
                     "tests/tent/test_tent_shipped_models.py checks the shipped files against manifest.json")),
     # ProDA on the real data: Cityscapes / GTA5 / SYNTHIA and the released checkpoints
+    (r"^python scripts/convert_simclrv2\.py ",
+     Class(MISSING, "needs SimCLRv2's TF checkpoint (gs://simclr-checkpoints/simclrv2/pretrained/r101_1x_sk0) and TensorFlow",
+           path="r101_1x_sk0/model.ckpt-250228.index", timeout=120)),
     (r"^python -m proda\.launch --standalone --nproc_per_node=4 ",
      Class(NOT_RUN, "4 GPUs on GTA5 -> Cityscapes; the launcher is tested with 2 CPU processes by "
                     "tests/proda/test_proda_resume.py (slow)")),

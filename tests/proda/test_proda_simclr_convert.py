@@ -25,7 +25,7 @@ from proda.files import CheckpointError
 from proda.models.deeplabv2 import Deeplab, backbone_keys
 from proda.simclr_convert import EMA_SCOPE, convert, read_tf_checkpoint, save
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "convert_simclrv2.py"
 TINY = [1, 1, 1, 1]
 BN = ("gamma", "beta", "moving_mean", "moving_variance")
