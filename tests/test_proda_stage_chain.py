@@ -156,3 +156,10 @@ def test_the_stage_scripts_run_the_pipeline(tmp_path):
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.splitlines() == [f"error: {tmp_path}/missing.pkl not found (the stage2 model: run "
                                         "scripts/proda_stage2.sh, or set STAGE2_CKPT to the released one)"]
+
+
+def test_the_chain_process_does_not_import_torch():
+    """The stage scripts start `python -m proda.pipeline` once a stage and the demo several times a seed."""
+    code = "import sys, proda.pipeline; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == "False"
