@@ -27,8 +27,50 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export SRC=gta5 CFG_DIR="$(dirname "$HERE")/configs/demo"
 source "$HERE/proda_lib.sh"
 cd "$REPO"  # the demo configs' paths are under demo/ in the repository
-need_cfg warmup stage1 stage2 stage3 base
+pipeline configs warmup stage1 stage2 stage3 base > /dev/null  # stops when one is missing
 START=$SECONDS
+
+# Path of a demo stage's config file, e.g. `cfg stage1` -> configs/demo/gta2city_stage1.py.
+cfg() { echo "$CFG_DIR/gta2city_$1.py"; }
+
+# The best checkpoint a training config writes. Usage: best_model --config FILE [flags...]
+best_model() { pipeline paths best_model "$@"; }
+
+# The last checkpoint beside the best one (train.py writes both).
+last_of() { echo "${1%_best_model.pkl}_last_model.pkl"; }
+
+# Read the output lines of a command into the array VAR; a failing command stops the script
+# (`mapfile < <(cmd)` would ignore its status). Usage: capture VAR cmd [args...]
+capture() {
+  local __name="$1" __out
+  shift
+  __out="$("$@")" || exit $?
+  if [[ -n "$__out" ]]; then
+    mapfile -t "$__name" <<< "$__out"
+  else
+    eval "$__name=()"
+  fi
+}
+
+# Print a step heading.
+step() { echo; echo "==> $*"; }
+
+# Run a command, echoing it first.
+run() { echo "+ $*"; "$@"; }
+
+# For the demo's derived files without a manifest (a backbone, a results file): true when
+# `output` exists and is newer than the checkpoint it was computed from; stops with a clear
+# message when it is older (delete `stale` to recompute). Usage: up_to_date OUTPUT SOURCE STALE
+up_to_date() {
+  local output="$1" source="$2" stale="$3"
+  [[ -e "$output" ]] || return 1
+  if [[ -e "$source" && "$source" -nt "$output" ]]; then
+    echo "error: $stale was computed before $source was last written;" \
+         "delete it (rm -r '$stale') and rerun" >&2
+    exit 1
+  fi
+  return 0
+}
 
 step "[demo 1/6] synthetic source (GTA5 layout) and target (Cityscapes layout) data -> demo/data"
 run "$PYTHON" -m proda.demo.synthetic --out demo/data --size 128,64 \
@@ -38,9 +80,9 @@ run "$PYTHON" -m proda.demo.synthetic --out demo/data --size 128,64 \
 demo_train() {
   local config="$1" heading="$2"
   local best
-  best="$(opt_path "$BEST_CKPT" --config "$config" "${COMMON[@]}")"
+  best="$(best_model --config "$config" "${COMMON[@]}")"
   step "$heading -> $best"
-  run_train --config "$config" "${COMMON[@]}"
+  pipeline train --config "$config" "${COMMON[@]}"  # prints the command it runs
   BEST_OUT="$best"
 }
 
@@ -88,13 +130,12 @@ demo_seed() {
   else
     RUN_DIR="$REPO/demo"
   fi
-  read -r -a EXTRA <<< "${EXTRA_ARGS:-}"
-  capture COMMON common_args
+  capture COMMON pipeline flags  # data roots and EXTRA_ARGS
   step "seed ${seed:-of the configs}: outputs under $RUN_DIR"
 
   # a model trained on an earlier version of the data must not be resumed
   local src_only warmup oracle="" backbone stage1 stage2 stage3
-  src_only="$(opt_path "$BEST_CKPT" --config "$CFG_DIR/src_only.py" "${COMMON[@]}")"
+  src_only="$(best_model --config "$CFG_DIR/src_only.py" "${COMMON[@]}")"
   up_to_date "$src_only" "$REPO/demo/data/.complete" "$RUN_DIR" || true
 
   demo_train "$CFG_DIR/src_only.py" "[demo 2/6] source-only training"
@@ -106,7 +147,7 @@ demo_seed() {
     oracle="$BEST_OUT"
   fi
 
-  backbone="$(opt_path o.simclr_path --config "$(cfg stage2)" "${COMMON[@]}")"
+  backbone="$(pipeline paths simclr_path --config "$(cfg stage2)" "${COMMON[@]}")"
   step "[demo 4/6] stand-in for the SimCLR backbone: the source-only backbone -> $backbone"
   if up_to_date "$backbone" "$src_only" "$backbone"; then
     echo "    skipped: $backbone exists"
@@ -118,9 +159,9 @@ demo_seed() {
   bash "$HERE/proda_stage1.sh"
   bash "$HERE/proda_stage2.sh"
   bash "$HERE/proda_stage3.sh"
-  stage1="$(opt_path "$BEST_CKPT" --config "$(cfg stage1)" "${COMMON[@]}")"
-  stage2="$(opt_path "$BEST_CKPT" --config "$(cfg stage2)" "${COMMON[@]}")"
-  stage3="$(opt_path "$BEST_CKPT" --config "$(cfg stage3)" "${COMMON[@]}")"
+  stage1="$(best_model --config "$(cfg stage1)" "${COMMON[@]}")"
+  stage2="$(best_model --config "$(cfg stage2)" "${COMMON[@]}")"
+  stage3="$(best_model --config "$(cfg stage3)" "${COMMON[@]}")"
 
   step "[demo 6/6] target val mIoU of each stage's best and last model (test.py)"
   # stage-2/3 models carry the extra batch norm: load them as the README's test command does

@@ -4,7 +4,8 @@
 #   2. self-distillation into a SimCLR-initialised student    (train --stage stage2)
 # The teacher is stage 1's best checkpoint (or STAGE1_CKPT, e.g. the released stage-1 model);
 # the student needs the SimCLR checkpoint (SIMCLR_CKPT or the config's --simclr_path).
-# Finished steps are skipped, training resumes. Variables: see scripts/proda_lib.sh.
+# Finished steps are skipped, training resumes. Variables: see scripts/proda_lib.sh;
+# the steps: proda/pipeline.py.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/proda_lib.sh"
-distill_stage 2 stage1 "${STAGE1_CKPT:-}"
+exec "$PYTHON" -m proda.pipeline stage2

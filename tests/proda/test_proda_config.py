@@ -13,6 +13,7 @@ from PIL import Image
 from proda.config import Config, ConfigError
 from proda.demo import synthetic
 from proda.options import parse_opt
+from proda.pipeline import Settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED = sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.py"), recursive=True))
@@ -190,20 +191,19 @@ def test_scripts_are_valid_bash():
 
 @pytest.mark.parametrize("devices, expected", [("0,1,2,3", "4"), ("1", "1"), ("", "0"), ("-1", "0")])
 def test_gpu_count_follows_cuda_visible_devices(devices, expected):
-    result = bash("gpu_count", {"CUDA_VISIBLE_DEVICES": devices})
-    assert result.returncode == 0 and result.stdout.strip() == expected
+    assert str(Settings.from_environ({"CUDA_VISIBLE_DEVICES": devices}).gpu_count()) == expected
 
 
 def test_config_choice_and_resolved_paths():
-    result = bash('cfg stage2; opt_path "$BEST_CKPT" --config "$(cfg stage1)"; '
-                  'opt_path "$PSEUDO_FOLDER" --config "$(cfg stage1_pseudo)"',
+    result = bash('pipeline configs stage2; pipeline paths best_model --config "$(pipeline configs stage1)"; '
+                  'pipeline paths pseudo_labels --config "$(pipeline configs stage1_pseudo)"',
                   {"SRC": "synthia", "LOG_DIR": ""})
     cfg_file, best, pseudo = result.stdout.split()
     assert cfg_file.endswith("configs/syn2city_stage2.py")
     assert best == os.path.join(os.getcwd(), "logs", "syn2citylabv2_stage1Denoise",
                                 "from_synthia_to_cityscapes_on_deeplabv2_best_model.pkl")
     assert pseudo == os.path.join(os.getcwd(), "Pseudo", "syn2citylabv2_warmup_soft")
-    assert bash("cfg stage1", {"SRC": "city"}).returncode == 2
+    assert bash("pipeline configs stage1", {"SRC": "city"}).returncode == 2
 
 
 def test_stage1_without_warmup_checkpoint_stops_with_one_line(tmp_path):
