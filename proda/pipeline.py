@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 from proda import manifest
+from proda.paths import model_file, prototype_file
 from proda.options import Options, get_parser, parse_opt
 
 PROG = "proda.pipeline"
@@ -136,7 +137,6 @@ def checked(check: Callable[..., bool], *args: object) -> bool:
 
 def best_model(opt: Options) -> str:
     """Absolute path of the best checkpoint a training run with `opt` writes."""
-    from proda.engine import model_file  # local: proda.engine loads torch, the chain's own process need not
     return os.path.abspath(model_file(opt, "best"))
 
 
@@ -147,7 +147,6 @@ def last_of(best: str) -> str:
 
 def prototypes(opt: Options) -> str:
     """Absolute path of the prototype file calc_prototype writes beside --resume_path."""
-    from proda.engine import prototype_file  # local, as in best_model
     return os.path.abspath(prototype_file(opt, opt.tgt_dataset))
 
 

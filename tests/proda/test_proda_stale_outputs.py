@@ -134,7 +134,7 @@ def test_scripts_stop_on_a_bad_config_value(tmp_path):
 
 
 def test_the_shell_helpers_modules_do_not_import_torch():
-    """scripts/proda_lib.sh runs opt_eval (options, manifest checks) several times a step: no torch import."""
+    """proda.pipeline checks options and manifests several times a stage: no torch import."""
     code = "import sys, proda.options, proda.manifest, proda.files; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))

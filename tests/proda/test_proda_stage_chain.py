@@ -9,7 +9,7 @@ import pytest
 from proda import manifest, pipeline
 from proda.options import parse_opt
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "configs", "demo")
 BEST = "from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl"
 LAST = "from_gta5_to_cityscapes_on_deeplabv2_last_model.pkl"
