@@ -16,6 +16,7 @@ from proda import calc_prototype, generate_pseudo_label, train
 from proda import test as proda_test
 from proda.demo.synthetic import generate
 from proda.manifest import MANIFEST
+from full_disk import FailingFile
 from proda_helpers import save_tiny_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -146,29 +147,6 @@ def test_the_shell_helpers_modules_do_not_import_torch():
 # every atomic write) and io.open (tensorboard's event writer) raise the OSError a full disk or a
 # read-only file system raises, for the matching paths only, once the run has written its first
 # checkpoint (mid-run), or from the start.
-
-class FailingFile:
-    """A real file whose writes fail with `error_number` after `budget` bytes (a disk filling up)."""
-
-    def __init__(self, f, error_number, budget):
-        self.f, self.error_number, self.budget = f, error_number, budget
-
-    def write(self, data):
-        """Write while the budget lasts, then fail as the OS does."""
-        if len(data) > self.budget:
-            raise OSError(self.error_number, os.strerror(self.error_number))
-        self.budget -= len(data)
-        return self.f.write(data)
-
-    def __getattr__(self, name):
-        return getattr(self.f, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.f.close()
-
 
 def failing_disk(monkeypatch, pattern, error_number, budget=100, after=None):
     """Writes to files whose path (or target path, for atomic writes) contains `pattern` fail with

@@ -5,7 +5,7 @@ import pytest
 
 from tent import cifar10c, conf, evaluation, launch, select
 from tent.conf import VALIDATION_CORRUPTIONS
-from test_tent_helpers import TINY_MNIST_CFG, fresh_cfg, mnist_data_dir  # noqa: F401  (fixtures)
+from tent_helpers import TINY_MNIST_CFG
 
 pytestmark = pytest.mark.usefixtures("fresh_cfg")
 

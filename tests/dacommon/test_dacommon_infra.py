@@ -8,13 +8,13 @@ import signal
 import numpy as np
 import pytest
 import torch
+from full_disk import FailingFile
 
 from dacommon import files
 from dacommon.errors import one_line
 from proda import signals
 from proda.files import unwritable
 from tent.preflight import unwritable_reason
-from test_proda_reliability_outputs import FailingFile
 
 
 @pytest.fixture()
