@@ -33,8 +33,8 @@ def test_a_config_object_runs_as_its_command_line(tmp_path, mnist_data_dir):
 
 def test_several_seeds_read_the_command_line_once(tmp_path, mnist_data_dir, monkeypatch):
     read = []
-    merge_from_file = conf.merge_from_file
-    monkeypatch.setattr(conf, "merge_from_file", lambda path: (read.append(path), merge_from_file(path))[1])
+    merge_from_file = launch.merge_from_file
+    monkeypatch.setattr(launch, "merge_from_file", lambda path: (read.append(path), merge_from_file(path))[1])
     argv = tiny_args(tmp_path, mnist_data_dir)
     assert cifar10c.main([*argv, "MODEL.ADAPTATIONS", "[source]", "MNISTC.SEEDS", "[0, 1]",
                           "SAVE_DIR", str(tmp_path / "out")]) == 0
