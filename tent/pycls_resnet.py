@@ -6,7 +6,7 @@ checkpoint (`R-50-1x64d_dds_8gpu.pyth`) is a dict `{"epoch", "model_state", "opt
 `head.fc.bias`), so the network below uses the same module names and loads it with `strict=True`.
 pycls feeds the network BGR images, scaled by 1/255 and normalised with the ImageNet mean and
 standard deviation in BGR order; `PyclsResNet` takes the project's RGB images in [0, 1] and does
-that conversion itself (a buffer-free first step, so the state dict stays pycls's).
+that conversion itself (its mean and std are non-persistent buffers, so the state dict stays pycls's).
 """
 from pathlib import Path
 from typing import Any, Dict, Sequence, Union

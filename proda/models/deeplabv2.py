@@ -267,10 +267,9 @@ def backbone_keys(model: nn.Module) -> list:
 
 def unwrap_keys(weights: Dict[str, torch.Tensor], wanted: Sequence[str]) -> tuple:
     """The file's tensors under the wrapper prefix that names the most backbone tensors, and that prefix."""
-    def under(prefix: str) -> Dict[str, torch.Tensor]:
-        return {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-    best = max(WRAPPER_PREFIXES, key=lambda p: sum(k in under(p) for k in wanted))  # "" first: kept on ties
-    return under(best), best
+    unwrapped = {p: {k[len(p):]: v for k, v in weights.items() if k.startswith(p)} for p in WRAPPER_PREFIXES}
+    best = max(WRAPPER_PREFIXES, key=lambda p: sum(k in unwrapped[p] for k in wanted))  # "" first: kept on ties
+    return unwrapped[best], best
 
 
 def load_matching(model: nn.Module, weights: Dict[str, torch.Tensor], path: str, what: str,
