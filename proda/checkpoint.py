@@ -45,7 +45,7 @@ RESUME = "resume"  # the current checkpoint's entry that the reference ignores
 
 def reference_checkpoint(model: CustomModel, iters: Optional[int] = None,
                          best_iou: Optional[float] = None) -> Dict[str, Any]:
-    """The reference's checkpoint dict: {'ResNet101': {model_state, objective_vectors}, ['FCDiscriminator'], iter, best_iou}."""
+    """The reference's file: {'ResNet101': {model_state, objective_vectors}, [FCDiscriminator], iter, best_iou}."""
     state: Dict[str, Any] = {net.__class__.__name__: {"model_state": net.state_dict(),
                                                       "objective_vectors": model.prototypes.vectors}
                              for net in model.nets}
