@@ -1,7 +1,7 @@
 """Compatibility: the reference trainer's names, for the reference's callers and api.md.
 
 Everything here is a second name for something that lives elsewhere; code inside `proda/`
-uses the name on the right. `CustomModel` inherits these, so `model.full2weak(...)` and
+uses the name on the right (checkpoint files keep the reference's keys: proda/checkpoint.py). `CustomModel` inherits these, so `model.full2weak(...)` and
 friends keep working. (CustomModel also accepts the reference's unused `isTrain` argument.)
 
 | reference name | lives in |

@@ -101,7 +101,7 @@ class Provider:
 def process_state_worker(rank, init_file, out_dir):
     """Each process's random state and BN statistics differ; gather them on rank 0 in rank order."""
     from types import SimpleNamespace
-    from proda.resume import gather_process_states, process_state
+    from proda.checkpoint import gather_process_states, process_state
     join(rank, init_file)
     torch.manual_seed(100 + rank)
     net = torch.nn.BatchNorm1d(3)

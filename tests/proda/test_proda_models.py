@@ -14,6 +14,7 @@ import torchvision
 from PIL import Image
 from torch.utils.data import default_collate
 
+from proda.checkpoint import load_training_state, reference_checkpoint, training_state
 from proda.data.randaugment import RandAugmentMC
 from proda.models.adaptation_modelv2 import CustomModel
 from proda.models.steps import STAGE_STEPS
@@ -74,7 +75,7 @@ def saved_checkpoint(tmp_path, **flags):
     """A reference-format checkpoint of a tiny model, written to tmp_path."""
     model = CustomModel(make_opt("--stage", "src_only", *flags.get("argv", [])), LOG)
     path = str(tmp_path / "from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl")
-    atomic_save(model.reference_checkpoint(iters=7, best_iou=0.25), path)
+    atomic_save(reference_checkpoint(model, iters=7, best_iou=0.25), path)
     return path, model
 
 
@@ -330,9 +331,9 @@ def test_step_source_trains_on_source_only_and_resumes_exactly(tmp_path):
     assert "bn1.running_mean" in changed(before, model.BaseNet, before)
 
     path = str(tmp_path / "current.pkl")
-    atomic_save({**model.reference_checkpoint(), "resume": model.training_state()}, path)
+    atomic_save({**reference_checkpoint(model), "resume": training_state(model)}, path)
     resumed = CustomModel(opt, LOG)
-    resumed.load_training_state(torch.load(path, weights_only=True)["resume"])
+    load_training_state(resumed, torch.load(path, weights_only=True)["resume"])
     assert resumed.iter == 1 and resumed.BaseSchedule.last_epoch == 1
     assert not changed(snapshot(model.BaseNet), resumed.BaseNet, before)
     for twin in (model, resumed):  # the same next step from both: momentum and lr were restored
@@ -341,7 +342,7 @@ def test_step_source_trains_on_source_only_and_resumes_exactly(tmp_path):
         twin.step_source(images, labels)
     assert not changed(snapshot(model.BaseNet), resumed.BaseNet, before)
     with pytest.raises(CheckpointError, match="stage 'stage2'"):
-        resumed.load_training_state({**model.training_state(), "stage": "stage2"})
+        load_training_state(resumed, {**training_state(model), "stage": "stage2"})
 
 
 STAGE1 = ["--stage", "stage1", "--ema", "--proto_rectify", "--moving_prototype", "--rce", "--regular_w", "0.1",

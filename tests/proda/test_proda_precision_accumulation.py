@@ -16,6 +16,7 @@ import torch.nn as nn
 from torch.utils.data import default_collate
 
 from proda import train
+from proda.checkpoint import load_training_state, reference_checkpoint, repair_last, training_state
 from proda.demo.synthetic import generate
 from proda.paths import model_file
 from proda.models.accumulation import combine, labelled_pixels, shares, split_batch, weighted
@@ -247,17 +248,17 @@ def test_fp16_scaler_state_round_trips_through_a_checkpoint(base, tmp_path):
     for _, scaler, _ in model.precision.entries:
         scaler.scale(torch.ones(1))  # the scale is created lazily
         scaler.update(1024.0)  # a scale the defaults would not give back
-    state = model.training_state()
+    state = training_state(model)
     assert [s["scale"] for s in state["scalers"]] == [1024.0, 1024.0]  # the network's and D's optimiser
     path = str(tmp_path / "current.pkl")
     atomic_save({"resume": state}, path)
     restored = variant(base, amp="fp16")
-    restored.load_training_state(load_checkpoint(path)["resume"])
+    load_training_state(restored, load_checkpoint(path)["resume"])
     assert [s.get_scale() for _, s, _ in restored.precision.entries] == [1024.0, 1024.0]
-    assert "scalers" not in variant(base).training_state()  # --amp off: the state is as before
+    assert "scalers" not in training_state(variant(base))  # --amp off: the state is as before
     del state["scalers"]
     with pytest.raises(Exception, match="scalers"):
-        variant(base, amp="fp16").load_training_state(state)
+        load_training_state(variant(base, amp="fp16"), state)
 
 
 # ----------------------------------------------------------------------------- last checkpoint
@@ -267,12 +268,12 @@ def test_repair_last_writes_the_final_model_from_the_current_checkpoint(tmp_path
     current = {"ResNet101": {"model_state": {"w": torch.ones(2)}, "objective_vectors": torch.zeros(2)},
                "iter": 5, "best_iou": 0.4, "resume": {"iter": 4}}
     atomic_save(current, model_file(opt, "current"))
-    train.repair_last(opt, LOG)
+    repair_last(opt, LOG)
     last = load_checkpoint(model_file(opt, "last"))
     assert last["iter"] == 5 and "resume" not in last and torch.equal(last["ResNet101"]["model_state"]["w"],
                                                                        torch.ones(2))
     atomic_save({**current, "iter": 3}, model_file(opt, "last"))  # an older last model: replaced
-    train.repair_last(opt, LOG)
+    repair_last(opt, LOG)
     assert load_checkpoint(model_file(opt, "last"))["iter"] == 5
 
 
@@ -333,7 +334,7 @@ def test_accumulated_stage1_step_keeps_the_prototype_order_and_the_update():
 def test_accumulated_stage2_step_equals_the_batch_step(tmp_path):
     teacher = str(tmp_path / "teacher.pkl")
     torch.manual_seed(1)
-    atomic_save(CustomModel(options("--stage", "src_only"), LOG).reference_checkpoint(iters=1, best_iou=0.0),
+    atomic_save(reference_checkpoint(CustomModel(options("--stage", "src_only"), LOG), iters=1, best_iou=0.0),
                 teacher)
     base = frozen_stage_model("--stage", "stage2", "--S_pseudo", "1", "--distillation", "1", "--rce",
                               "--finetune", "--resume_path", teacher)

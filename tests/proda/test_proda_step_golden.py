@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate
 
+from proda.checkpoint import reference_checkpoint
 from proda.models.adaptation_modelv2 import CustomModel
 from proda.options import parse_opt
 from proda.utils import IGNORE_INDEX, atomic_save
@@ -157,7 +158,7 @@ def run_all(folder: str) -> Dict[str, Dict[str, torch.Tensor]]:
             teacher = os.path.join(folder, "teacher.pkl") if stage == "stage2" else ""
             model, results[stage] = run_stage(stage, x, teacher)
             if stage == "src_only":
-                atomic_save(model.reference_checkpoint(iters=1, best_iou=0.5), os.path.join(folder, "teacher.pkl"))
+                atomic_save(reference_checkpoint(model, iters=1, best_iou=0.5), os.path.join(folder, "teacher.pkl"))
         return results
     finally:
         torch.set_num_threads(threads)
