@@ -106,7 +106,8 @@ def run_one(args: argparse.Namespace) -> None:
     """Child process: build the stage's model, take warm-up steps, time --steps steps, print one JSON line."""
     from proda.models.adaptation_modelv2 import CustomModel
     from proda.models.deeplabv2 import Deeplab
-    from proda.utils import atomic_save, get_device
+    from dacommon.device import get_device
+    from proda.utils import atomic_save
     torch.manual_seed(0)
     stage, cfg = args.one.split(":")
     cfg_flags = CONFIGS[cfg]

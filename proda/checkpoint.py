@@ -1,6 +1,6 @@
 """Checkpoints of a ProDA training run: the set it writes, loading, repairing, and the resume state.
 
-A run writes three files into its log dir (engine.model_file), all in the reference's format
+A run writes three files into its log dir (proda.paths.model_file), all in the reference's format
 
     {'ResNet101': {'model_state', 'objective_vectors'}, ['FCDiscriminator': {...},] 'iter', 'best_iou'}
 
@@ -32,11 +32,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from proda import engine, manifest
-from proda.distributed import in_process_group
-from proda.files import interrupts_deferred, remove_stale_temp_files
+from dacommon.distributed import barrier, in_process_group, is_main
+from dacommon.files import interrupts_deferred, remove_stale_temp_files
+from proda import manifest
+from proda.files import CheckpointError, OptionError, unwritable
 from proda.models.adaptation_modelv2 import CustomModel
-from proda.utils import CheckpointError, OptionError, atomic_save, load_checkpoint
+from proda.paths import model_file, prototype_file
+from proda.utils import atomic_save, load_checkpoint
 
 RESUME = "resume"  # the current checkpoint's entry that the reference ignores
 
@@ -104,7 +106,7 @@ def load_training_state(model: CustomModel, state: Dict[str, Any]) -> None:
 
 def load_prototypes(opt: argparse.Namespace, model: CustomModel, logger: logging.Logger) -> None:
     """Stage 1 starts from the target prototypes that calc_prototype.py wrote beside --resume_path."""
-    path = engine.prototype_file(opt, opt.tgt_dataset)
+    path = prototype_file(opt, opt.tgt_dataset)
     hint = f"run: python -m proda.calc_prototype --resume_path {opt.resume_path} (same --n_class)"
     stale = manifest.check_prototypes_source(path, opt.resume_path)
     if stale:
@@ -219,7 +221,7 @@ def without_resume_state(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
 def repair_best(opt: argparse.Namespace, checkpoint: Dict[str, Any], logger: logging.Logger) -> None:
     """Make the best file the one the current checkpoint names (a kill between the two writes)."""
     record = checkpoint[RESUME].get("best")
-    path = engine.model_file(opt, "best")
+    path = model_file(opt, "best")
     if record is None or record["iter"] != checkpoint["iter"]:
         return  # the best model is older than the current one and was written before it
     best = load_checkpoint(path, what="best checkpoint") if os.path.isfile(path) else None
@@ -232,7 +234,7 @@ def repair_best(opt: argparse.Namespace, checkpoint: Dict[str, Any], logger: log
 def repair_last(opt: argparse.Namespace, logger: logging.Logger) -> None:
     """A finished run without its last checkpoint (a kill after the final current write, or a run of
     an earlier version): write it from the current checkpoint, which holds the final model."""
-    path, current = engine.model_file(opt, "last"), engine.model_file(opt, "current")
+    path, current = model_file(opt, "last"), model_file(opt, "current")
     remove_stale_temp_files(path)
     if not os.path.isfile(current):
         return
@@ -262,7 +264,7 @@ class CheckpointSet:
         if iou is not None:
             self.write(model, datasets, iou, processes, last)
             self.logger.info("Best iou until now is %.4f", model.best_iou)
-        engine.barrier()
+        barrier()
 
     def write(self, model: CustomModel, datasets: Any, iou: float, processes: List[Dict[str, Any]],
               last: bool) -> None:
@@ -281,21 +283,21 @@ class CheckpointSet:
         state = {**training_state(model), "rng": rng_state(), "data": data_state(datasets),
                  "inputs": self.inputs, "best": self.best, "processes": processes}
         with interrupts_deferred():  # Ctrl-C and SIGTERM land after the whole set is written
-            atomic_save({**checkpoint, RESUME: state}, engine.model_file(self.opt, "current"))
+            atomic_save({**checkpoint, RESUME: state}, model_file(self.opt, "current"))
             if is_best:
-                atomic_save(checkpoint, engine.model_file(self.opt, "best"))
+                atomic_save(checkpoint, model_file(self.opt, "best"))
                 self.logger.info("new best model: mIoU %.4f at iteration %d", iou, model.iter)
             if last:
-                atomic_save(checkpoint, engine.model_file(self.opt, "last"))
+                atomic_save(checkpoint, model_file(self.opt, "last"))
                 self.logger.info("last model: mIoU %.4f at iteration %d", iou, model.iter)
 
     def resume(self, model: CustomModel, datasets: Any) -> None:
         """Continue an interrupted run from the current checkpoint in the log dir, if there is one:
         model, optimisers, schedules, prototypes, data position and random state (restored last)."""
         opt, logger = self.opt, self.logger
-        path = engine.model_file(opt, "current")
-        if not engine.unwritable(opt.logdir):  # a read-only log dir holds a finished run at most
-            for target in (path, engine.model_file(opt, "best")):
+        path = model_file(opt, "current")
+        if not unwritable(opt.logdir):  # a read-only log dir holds a finished run at most
+            for target in (path, model_file(opt, "best")):
                 remove_stale_temp_files(target)  # left by a kill during a write
         if opt.restart or not os.path.isfile(path):
             return
@@ -308,7 +310,7 @@ class CheckpointSet:
         manifest.check_training_inputs(state.get("inputs"), self.inputs, opt.logdir)
         load_training_state(model, state)
         self.best = state.get("best")
-        if engine.is_main_process() and not engine.unwritable(opt.logdir):
+        if is_main() and not unwritable(opt.logdir):
             repair_best(opt, checkpoint, logger)
         own = own_process_state(state, logger)
         try:
@@ -320,5 +322,5 @@ class CheckpointSet:
 
     def finish(self) -> None:
         """A finished run looked at again: make sure its last checkpoint exists (main process, writable log dir)."""
-        if engine.is_main_process() and not engine.unwritable(self.opt.logdir):
+        if is_main() and not unwritable(self.opt.logdir):
             repair_last(self.opt, self.logger)

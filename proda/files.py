@@ -1,15 +1,13 @@
 """The errors of options and files, and one run per folder; torch-free, so that the shell helpers
 that check outputs (scripts/proda_lib.sh, proda.manifest) start in a fraction of a second.
-Files are written whole by dacommon.files (its names are ProDA's too); proda.utils re-exports
-every name.
+Files are written whole by dacommon.files.
 """
 from __future__ import annotations
 
 import os
 from typing import Optional
 
-from dacommon.files import (TEMP_PREFIX, atomic_write, interrupts_deferred,  # noqa: F401 (ProDA's names)
-                            remove_stale_temp_files, stale_temp_files, write_blocker, write_error)
+from dacommon.files import write_blocker
 
 
 class OptionError(ValueError):

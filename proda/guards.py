@@ -1,5 +1,5 @@
 """Checks a training run makes while it runs: a schedule it would outlive, weights gone
-non-finite. Each failure is one OptionError line (engine.run: exit 2) and stops the run before
+non-finite. Each failure is one OptionError line (proda.runner.run: exit 2) and stops the run before
 anything is written, so the checkpoints on disk stay the last good ones.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, Dict, Iterable
 
 import torch
 
-from proda import engine
 from proda.files import OptionError
+from proda.paths import model_file
 
 
 class TrainingDiverged(OptionError):
@@ -25,7 +25,7 @@ def check_schedule(opt: argparse.Namespace, total: int) -> None:
     every iteration after it would train at learning rate 0 (the reference crashes there)."""
     if total <= opt.train_iters:
         return
-    last = engine.model_file(opt, "last")
+    last = model_file(opt, "last")
     go_on = (f"; to go on from this finished run's final model, start a new run from it: --resume_path "
              f"{shlex.quote(last)} --logdir NEW_LOGDIR" if os.path.isfile(last) else
              f"; or stop at the schedule's end: --max_iters {opt.train_iters}")

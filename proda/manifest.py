@@ -17,7 +17,8 @@ import shlex
 import shutil
 from typing import Any, Dict, Iterable, List, Optional
 
-from proda.files import OptionError, atomic_write
+from dacommon.files import atomic_write
+from proda.files import OptionError
 from proda.options import LABELS, OPTIONS, PROTOTYPES, TRAINING, feeding
 from proda.pseudo_labels import saved_pseudo_labels
 

@@ -20,11 +20,12 @@ import torch
 import torch.distributed as dist
 
 from dacommon import distributed
+from dacommon.device import get_device
 from dacommon.errors import one_line as _one_line
-from proda.files import FolderLock, unwritable
+from proda.files import CheckpointError, FolderLock, OptionError, unwritable
 from proda.options import parse_opt
 from proda.signals import Interrupted, interrupt_status, interrupted_message, stop_signal, stop_signals
-from proda.utils import CheckpointError, OptionError, get_device, get_logger, set_trust_checkpoint
+from proda.utils import get_logger, set_trust_checkpoint
 
 # What the scripts that only run a trained model force (prototypes, pseudo labels, test):
 # unaugmented, unshuffled images in order (the reference forces noaug and noshuffle), the

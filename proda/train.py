@@ -26,13 +26,18 @@ from typing import Dict, Optional
 import torch
 from tqdm import tqdm
 
-from proda import engine, guards, manifest
+from dacommon.device import get_device
+from dacommon.distributed import barrier, is_main
+from proda import guards, manifest
 from proda.checkpoint import CheckpointSet, load_prototypes
 from proda.data import create_dataset
+from proda.evaluation import colorize, evaluate, iou_table
 from proda.metrics import averageMeter
 from proda.models.accumulation import freeze_bn_statistics
 from proda.models.adaptation_modelv2 import CustomModel
-from proda.utils import get_device
+from proda.paths import prototype_file
+from proda.runner import check_logdir_writable, run, seed_everything
+from proda.signals import Interrupted, interrupt_status, interrupted_message
 
 try:  # tensorboard is a declared dependency; keep training possible without it
     from torch.utils.tensorboard import SummaryWriter
@@ -42,9 +47,9 @@ except ImportError:  # pragma: no cover
 
 def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
     """Run one training stage to its end, validating and checkpointing along the way."""
-    engine.seed_everything(opt.seed)
+    seed_everything(opt.seed)
     device = get_device(opt.device)
-    inputs = manifest.training_inputs(opt, engine.prototype_file(opt, opt.tgt_dataset)
+    inputs = manifest.training_inputs(opt, prototype_file(opt, opt.tgt_dataset)
                                       if opt.stage == "stage1" else None)
     datasets = create_dataset(opt, logger)
     model = CustomModel(opt, logger)
@@ -62,12 +67,12 @@ def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
         checkpoints.finish()  # writes the last checkpoint if a kill came before it
         return
     guards.check_schedule(opt, total)  # refuses iterations past --train_iters (learning rate 0)
-    engine.check_logdir_writable(opt)  # a read-only log dir was let through for a finished run only
+    check_logdir_writable(opt)  # a read-only log dir was let through for a finished run only
     try:
         run_iterations(model, datasets, checkpoints, opt, total, logger, device)
     except KeyboardInterrupt as err:
-        raise engine.Interrupted(engine.interrupted_message(f"at iteration {model.iter}"),
-                                 status=engine.interrupt_status(err)) from None
+        raise Interrupted(interrupted_message(f"at iteration {model.iter}"),
+                                 status=interrupt_status(err)) from None
     logger.info("finished %s after %d iterations; best mIoU %.2f%%", opt.stage, model.iter, model.best_iou * 100)
 
 
@@ -75,11 +80,11 @@ def run_iterations(model: CustomModel, datasets, checkpoints: CheckpointSet, opt
                    logger: logging.Logger, device: torch.device) -> None:
     """Iterations model.iter+1 .. total; an epoch resumed mid-way starts at its next unseen batch."""
     loader = datasets.target_train_loader
-    writer = SummaryWriter(opt.logdir) if (SummaryWriter is not None and engine.is_main_process()) else None
+    writer = SummaryWriter(opt.logdir) if (SummaryWriter is not None and is_main()) else None
     decode_segmap = datasets.target_valid_loader.dataset.decode_segmap
     time_meter = averageMeter()
     validated_at = -1
-    progress = tqdm(total=total, initial=model.iter, desc=opt.stage, disable=not engine.is_main_process())
+    progress = tqdm(total=total, initial=model.iter, desc=opt.stage, disable=not is_main())
     try:
         while model.iter < total:
             epoch = model.iter // len(loader)
@@ -136,7 +141,7 @@ def validation(model: CustomModel, datasets, opt: argparse.Namespace, logger: lo
     for name, lr in learning_rates(model).items():
         logger.info("learning rate is %g for %s net", lr, name.split("/", 1)[1])
     iou = None
-    if engine.is_main_process():
+    if is_main():
         model.eval(logger=logger)
         val_set = datasets.target_valid_loader.dataset
         first = {}
@@ -146,8 +151,8 @@ def validation(model: CustomModel, datasets, opt: argparse.Namespace, logger: lo
                 first.update(img=batch["img"][:4], label=batch["label"][:4], pred=pred[:4].cpu())
 
         net = model.BaseNet  # the unwrapped network: DDP's forward would wait for the other ranks
-        score = engine.evaluate(net, datasets.target_valid_loader, opt.n_class, device, on_batch=keep_first)
-        table, results = engine.iou_table(score, val_set.class_names[1:])
+        score = evaluate(net, datasets.target_valid_loader, opt.n_class, device, on_batch=keep_first)
+        table, results = iou_table(score, val_set.class_names[1:])
         logger.info("validation at iteration %d:\n%s", model.iter, table)
         iou = results["mIoU"] / 100  # the reference stores mIoU as a fraction
         if writer is not None:
@@ -155,9 +160,9 @@ def validation(model: CustomModel, datasets, opt: argparse.Namespace, logger: lo
             for cls, value in results["per_class_iou"].items():
                 writer.add_scalar(f"val_iou/{cls}", value, model.iter)
             writer.add_images("val/input", first["img"].clamp(0, 1), model.iter)
-            writer.add_images("val/prediction", engine.colorize(val_set.decode_segmap, first["pred"]), model.iter)
-            writer.add_images("val/ground_truth", engine.colorize(val_set.decode_segmap, first["label"]), model.iter)
-    engine.barrier()
+            writer.add_images("val/prediction", colorize(val_set.decode_segmap, first["pred"]), model.iter)
+            writer.add_images("val/ground_truth", colorize(val_set.decode_segmap, first["label"]), model.iter)
+    barrier()
     return iou
 
 
@@ -188,14 +193,14 @@ def log_pseudo_labels(writer: Optional["SummaryWriter"], target: dict, decode_se
         return
     writer.add_images("train/target", target["img"][:4].clamp(0, 1), step)
     if "lp" in target:
-        writer.add_images("train/pseudo_label", engine.colorize(decode_segmap, target["lp"][:4]), step)
+        writer.add_images("train/pseudo_label", colorize(decode_segmap, target["lp"][:4]), step)
     elif "lpsoft" in target:
-        writer.add_images("train/soft_pseudo_label", engine.colorize(decode_segmap, target["lpsoft"][:4].argmax(1)), step)
+        writer.add_images("train/soft_pseudo_label", colorize(decode_segmap, target["lpsoft"][:4].argmax(1)), step)
 
 
 def main(argv=None) -> None:
     """Command-line entry point."""
-    engine.run(train, description=__doc__.splitlines()[0], argv=argv, entry="train", lock=True)
+    run(train, description=__doc__.splitlines()[0], argv=argv, entry="train", lock=True)
 
 
 if __name__ == "__main__":

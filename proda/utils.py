@@ -1,4 +1,4 @@
-"""Small helpers shared by every ProDA module: logging, devices, flips, checkpoint files."""
+"""Small helpers shared by every ProDA module: logging, flips, checkpoint files."""
 from __future__ import annotations
 
 import datetime
@@ -10,9 +10,8 @@ from typing import Any, List, Optional
 import torch
 
 from dacommon.checkpoints import numpy_safe_globals, torch_load, weights_only_refusal
-from dacommon.device import get_device  # noqa: F401 (re-exported: ProDA's modules import it from here)
-from proda.files import (TEMP_PREFIX, CheckpointError, OptionError, atomic_write,  # noqa: F401 (re-exported)
-                         interrupts_deferred, remove_stale_temp_files, stale_temp_files)
+from dacommon.files import atomic_write, interrupts_deferred
+from proda.files import CheckpointError
 
 LOGGER_NAME = "ptsemseg"  # the reference's logger name
 IGNORE_INDEX = 250  # ProDA's "no label" value in every label map, loss and pseudo label

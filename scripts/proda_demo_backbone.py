@@ -16,7 +16,8 @@ from typing import Dict
 
 import torch
 
-from proda.utils import TRUST_FLAG, CheckpointError, atomic_save, load_checkpoint, set_trust_checkpoint
+from proda.files import CheckpointError
+from proda.utils import TRUST_FLAG, atomic_save, load_checkpoint, set_trust_checkpoint
 
 NOT_BACKBONE = ("layer5.", "bn_pretrain.")  # ProDA's head and the SimCLR batch norm
 

@@ -16,16 +16,16 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from proda.data.DataProvider import DataProvider
 from proda.data.augmentations import Compose, RandomCrop, RandomHorizontallyFlip, RandomSized
 from proda.data.base_dataset import IGNORE_INDEX, BaseDataset, DatasetError
 from proda.data.cityscapes_dataset import Cityscapes_loader
-from proda.data.DataProvider import DataProvider
 from proda.data.gta5_dataset import GTA5_loader
 from proda.data.randaugment import RandAugmentMC, affine_sample
+from proda.data.sampling import SOURCE_STREAM, TARGET_STREAM, SeededItems, seeded_loader_kwargs
 from proda.data.synthia_dataset import Synthia_loader
+from proda.files import OptionError
 from proda.pseudo_labels import PseudoLabels, saved_pseudo_labels
-from proda.utils import OptionError
-from proda.resume import SOURCE_STREAM, TARGET_STREAM, SeededItems, seeded_loader_kwargs
 
 __all__ = ["create_dataset", "find_dataset_using_name", "saved_pseudo_labels", "PseudoLabels", "DATASETS",
            "get_composed_augmentations", "worker_init_fn",
@@ -68,7 +68,7 @@ def loader_kwargs(opt: Any, dataset: torch.utils.data.Dataset, shuffle: bool, dr
 def resumable_loader_kwargs(opt: Any, dataset: torch.utils.data.Dataset, shuffle: bool, drop_last: bool,
                             stream: int) -> Dict[str, Any]:
     """Training DataLoader arguments for SeededItems(dataset): order and augmentations follow
-    from --seed, the epoch and the position alone (see proda/resume.py), so an interrupted run
+    from --seed, the epoch and the position alone (see proda/data/sampling.py), so an interrupted run
     resumes bit for bit with any --num_workers; a distributed run shards as DistributedSampler."""
     return dict(batch_size=opt.bs, num_workers=int(opt.num_workers), pin_memory=torch.cuda.is_available(),
                 **seeded_loader_kwargs(dataset, opt.seed, stream, shuffle, drop_last))

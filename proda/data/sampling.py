@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.utils.data
 
-from proda.distributed import in_process_group
+from dacommon.distributed import in_process_group
 
 SOURCE_STREAM, TARGET_STREAM = 0, 1  # separate random streams for the source and target loaders
 

@@ -18,7 +18,9 @@ from typing import Any, List, Optional
 import torch
 import torch.nn as nn
 
-from proda.distributed import wrap_ddp
+from dacommon.device import get_device
+from dacommon.distributed import wrap_ddp
+from proda.files import OptionError
 from proda.models.builders import batchnorm_class, build_discriminator, build_optimizer, build_student, build_teacher
 from proda.models.compat import ReferenceNames
 from proda.models.ema import build_ema
@@ -26,7 +28,6 @@ from proda.models.precision import MixedPrecision
 from proda.models.prototypes import Prototypes
 from proda.models.steps import StageSteps
 from proda.models.utils import freeze_bn, freeze_bn_params, get_scheduler
-from proda.utils import OptionError, get_device
 
 
 def check_stage_options(opt: argparse.Namespace) -> None:

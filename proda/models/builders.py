@@ -13,10 +13,10 @@ from typing import Any, Optional, Tuple, Type
 import torch
 import torch.nn as nn
 
-from proda.distributed import in_process_group, is_distributed
+from dacommon.device import get_device
+from dacommon.distributed import in_process_group, is_distributed
 from proda.models.deeplabv2 import Deeplab
 from proda.models.discriminator import FCDiscriminator
-from proda.utils import get_device
 
 SGD_MOMENTUM = 0.9
 SGD_WEIGHT_DECAY = 2e-4

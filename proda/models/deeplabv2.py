@@ -22,8 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from proda.files import CheckpointError
 from proda.models.utils import freeze_bn_params, is_batchnorm
-from proda.utils import LOGGER_NAME, CheckpointError, load_checkpoint
+from proda.utils import LOGGER_NAME, load_checkpoint
 
 run_logger = logging.getLogger(LOGGER_NAME)  # the run's log file and console, where the init count belongs
 

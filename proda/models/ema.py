@@ -12,9 +12,9 @@ from typing import Type
 import torch
 import torch.nn as nn
 
+from proda.files import OptionError
 from proda.models.builders import network_options
 from proda.models.deeplabv2 import Deeplab
-from proda.utils import OptionError
 
 EMA_DECAY = 0.999  # momentum of the EMA network's parameters
 

@@ -17,7 +17,7 @@ from typing import Any, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from proda.distributed import all_gather_rows
+from dacommon.distributed import all_gather_rows
 from proda.utils import IGNORE_INDEX
 
 FEAT_CHANNELS = 256          # width of Deeplab's 'feat', where the prototypes live

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
+from proda.files import CheckpointError
 from proda.models.deeplabv2 import Deeplab, backbone_keys
-from proda.utils import LOGGER_NAME, CheckpointError
+from proda.utils import LOGGER_NAME
 
 TINY = [1, 1, 1, 1]
 N_CLASS = 4

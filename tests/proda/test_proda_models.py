@@ -16,15 +16,16 @@ from torch.utils.data import default_collate
 
 from proda.checkpoint import load_training_state, reference_checkpoint, training_state
 from proda.data.randaugment import RandAugmentMC
+from proda.files import CheckpointError, OptionError
 from proda.models.adaptation_modelv2 import CustomModel
-from proda.models.steps import STAGE_STEPS
 from proda.models.builders import batchnorm_class, build_student
 from proda.models.deeplabv2 import ASPP_DILATIONS, Deeplab
 from proda.models.discriminator import FCDiscriminator
+from proda.models.steps import STAGE_STEPS
 from proda.models.utils import PolynomialLR, cross_entropy2d, freeze_bn, get_scheduler, is_batchnorm
 from proda.options import STAGES, parse_opt
 from proda.runner import INFERENCE_OPTIONS
-from proda.utils import CheckpointError, OptionError, atomic_save
+from proda.utils import atomic_save
 
 N_CLASS = 13
 TINY = [1, 1, 1, 1]

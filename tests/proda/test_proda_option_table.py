@@ -113,7 +113,7 @@ def snapshot(repo, work):
     """The options as seen from outside; `work`: an empty folder to run in (relative paths keep it portable)."""
     from proda import manifest
     from proda.options import ENTRY_GROUPS, GROUP_TITLES, PATH_OPTIONS, STAGES, get_parser, parse_opt
-    from proda.utils import OptionError
+    from proda.files import OptionError
     saved_argv, saved_cwd = sys.argv, os.getcwd()
     sys.argv = ["proda"]
     try:

@@ -19,8 +19,9 @@ import time
 import pytest
 import torch
 
+from dacommon.files import interrupts_deferred
 from proda import calc_prototype, generate_pseudo_label, train
-from proda.utils import atomic_save, interrupts_deferred
+from proda.utils import atomic_save
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"

@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 import torch
 
+from dacommon.files import atomic_write, stale_temp_files
 from proda import calc_prototype, generate_pseudo_label, test, train
-from proda.utils import (CheckpointError, atomic_save, atomic_write, load_checkpoint, set_trust_checkpoint,
-                         stale_temp_files)
+from proda.files import CheckpointError
+from proda.utils import atomic_save, load_checkpoint, set_trust_checkpoint
 from proda_helpers import save_tiny_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

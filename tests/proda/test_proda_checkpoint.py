@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import torch
 
 from proda.checkpoint import CheckpointSet, training_state
-from proda.engine import model_file
 from proda.models.adaptation_modelv2 import CustomModel
 from proda.options import parse_opt
+from proda.paths import model_file
 
 LOG = logging.getLogger("test_proda_checkpoint")
 REFERENCE_KEYS = ["ResNet101", "iter", "best_iou"]
