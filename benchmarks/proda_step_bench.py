@@ -79,13 +79,15 @@ def batch(opt: argparse.Namespace, crop: List[int], full: List[int], device: tor
 def step(model, stage: str, x: Dict[str, Any]) -> None:
     """One optimiser step of the stage (as train.py calls it)."""
     model.optimizer_zerograd()
+    source = {"img": x["source"], "label": x["label"]}
+    target = {"img": x["target"], "img_strong": x["strong"], "params": x["params"]}
     if stage == "warm_up":
-        model.step_adv(x["source"], x["label"], x["target"])
+        source.update(img_strong=x["strong"], params=x["params"])
     elif stage == "stage1":
-        model.step(x["source"], x["label"], x["target"], x["strong"], x["params"], None, x["lpsoft"], x["full"],
-                   x["weak"])
+        target.update(lpsoft=x["lpsoft"], img_full=x["full"], weak_params=x["weak"])
     else:
-        model.step_distillation(x["source"], x["label"], x["target"], x["strong"], x["params"], x["lp"])
+        target["lp"] = x["lp"]
+    model.stage_step(source, target)
     model.scheduler_step()
 
 

@@ -25,7 +25,7 @@ from yacs.config import CfgNode
 from dacommon import distributed
 from dacommon.errors import INTERRUPTED, one_line
 
-from . import conf, conf_merge, errors, launch, report
+from . import conf_merge, errors, launch, report
 from .conf import ConfigError, VALIDATION_CORRUPTIONS
 from .evaluation import run
 from .preflight import check_folders, unwritable_reason
@@ -110,8 +110,8 @@ def table(key: str, rows: Dict[Any, Dict[str, float]], chosen: Any) -> str:
     """Markdown table: one row per candidate, mean and per-corruption error (%); the choice marked."""
     lines = [f"| {key} | mean | " + " | ".join(VALIDATION_CORRUPTIONS) + " |",
              "| --- | ---: | " + " | ".join("---:" for _ in VALIDATION_CORRUPTIONS) + " |"]
-    for value, errors in rows.items():
-        cells = [f"{100 * report.mean_error(errors):.1f}"] + [f"{100 * errors[c]:.1f}" for c in VALIDATION_CORRUPTIONS]
+    for value, by_corruption in rows.items():
+        cells = [f"{100 * report.mean_error(by_corruption):.1f}"] + [f"{100 * by_corruption[c]:.1f}" for c in VALIDATION_CORRUPTIONS]
         mark = " (chosen)" if value == chosen else ""
         lines.append(f"| {value}{mark} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

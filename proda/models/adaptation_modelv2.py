@@ -2,11 +2,10 @@
 
 CustomModel builds what the stage needs (student, EMA network, teacher, discriminator,
 optimisers, schedules, prototypes) and checks the stage's options once; proda/checkpoint.py
-saves and restores it all. Its four steps -- dispatched by `stage_step(source, target)` through
-models/steps.py's `STAGE_STEPS`, with the reference's positional `step_adv` (warm-up),
-`step_source` (src_only), `step` (stage 1) and `step_distillation` (stages 2-3) -- are in
-models/steps.py, the reference's other names in models/compat.py; both are inherited.
-Where every other piece lives: docs/proda-code-map.md.
+saves and restores it all. Its four steps, dispatched by `stage_step(source, target)` through
+`STAGE_STEPS`, are in models/steps.py; the reference's names (among them the positional
+`step_adv`, `step_source`, `step`, `step_distillation`) are forwards in models/compat.py; both
+are inherited. Where every other piece lives: docs/code-map.md.
 Under torchrun the student and discriminator are DDP-wrapped and prototype updates gathered.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Compatibility: the reference trainer's names, for the reference's callers and api.md.
 
 Everything here is a second name for something that lives elsewhere; code inside `proda/`
-uses the name on the right (checkpoint files keep the reference's keys: proda/checkpoint.py). `CustomModel` inherits these, so `model.full2weak(...)` and
-friends keep working. (CustomModel also accepts the reference's unused `isTrain` argument.)
+uses the name on the right (checkpoint files keep the reference's keys: proda/checkpoint.py).
+`CustomModel` inherits these, so `model.full2weak(...)` and friends keep working. (CustomModel also accepts the reference's unused `isTrain` argument.)
 
 | reference name | lives in |
 | --- | --- |
@@ -13,6 +13,7 @@ friends keep working. (CustomModel also accepts the reference's unused `isTrain`
 | full2weak, label_strong_T | `full_to_weak`, `strong_transform` (data/replay.py) |
 | rce, regular_loss | `losses.rce`, `losses.regular_loss` (models/losses.py) |
 | BaseNet_ema_DP, teacher_DP | `BaseNet_ema`, `teacher` (never DDP-wrapped: they get no gradients) |
+| step_adv, step_source, step, step_distillation (positional tensors) | `warm_up_step`, `source_only_step`, `stage1_step`, `distillation_step` (batch dicts; models/steps.py) |
 """
 from __future__ import annotations
 
@@ -108,3 +109,41 @@ class ReferenceNames:
     def rce(self, pred: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Reverse cross entropy of symmetric CE over labelled pixels."""
         return losses.rce(pred, labels, self.prototypes.n_class)
+
+    # ------------------------------------------------------------------ the reference's positional steps
+
+    def step_adv(self, source_x: torch.Tensor, source_label: torch.Tensor, target_x: torch.Tensor,
+                 source_imageS: Optional[torch.Tensor] = None,
+                 source_params: Optional[Dict[str, Any]] = None) -> Tuple[float, float, float]:
+        """warm_up_step on positional tensors: (loss_GTA, loss_G, loss_D)."""
+        losses = self.warm_up_step({"img": source_x, "label": source_label, "img_strong": source_imageS,
+                                    "params": source_params}, {"img": target_x})
+        return losses["loss_GTA"], losses["loss_G"], losses["loss_D"]
+
+    def step_source(self, source_x: torch.Tensor, source_label: torch.Tensor, target_x: Optional[torch.Tensor] = None,
+                    source_imageS: Optional[torch.Tensor] = None,
+                    source_params: Optional[Dict[str, Any]] = None) -> float:
+        """source_only_step on positional tensors: loss_GTA."""
+        return self.source_only_step({"img": source_x, "label": source_label, "img_strong": source_imageS,
+                                      "params": source_params})["loss_GTA"]
+
+    def step(self, source_x: torch.Tensor, source_label: torch.Tensor, target_x: torch.Tensor,
+             target_imageS: Optional[torch.Tensor] = None, target_params: Optional[Dict[str, Any]] = None,
+             target_lp: Optional[torch.Tensor] = None, target_lpsoft: Optional[torch.Tensor] = None,
+             target_image_full: Optional[torch.Tensor] = None,
+             target_weak_params: Optional[Dict[str, Any]] = None) -> Tuple[float, float, float]:
+        """stage1_step on positional tensors: (loss, loss_CTS, loss_consist), as the reference returns."""
+        losses = self.stage1_step({"img": source_x, "label": source_label},
+                                  {"img": target_x, "img_strong": target_imageS, "params": target_params,
+                                   "lp": target_lp, "lpsoft": target_lpsoft, "img_full": target_image_full,
+                                   "weak_params": target_weak_params})
+        return losses["loss"], losses["loss_CTS"], losses["loss_consist"]
+
+    def step_distillation(self, source_x: torch.Tensor, source_label: torch.Tensor, target_x: torch.Tensor,
+                          target_imageS: Optional[torch.Tensor] = None, target_params: Optional[Dict[str, Any]] = None,
+                          target_lp: Optional[torch.Tensor] = None) -> Tuple[float, float]:
+        """distillation_step on positional tensors: (loss_GTA, loss)."""
+        losses = self.distillation_step({"img": source_x, "label": source_label},
+                                        {"img": target_x, "img_strong": target_imageS, "params": target_params,
+                                         "lp": target_lp})
+        return losses["loss_GTA"], losses["loss"]

@@ -50,7 +50,9 @@ def step_worker(rank, init_file, out_dir):
     lpsoft = F.softmax(torch.randn(2, 13, 32, 32, generator=torch.Generator().manual_seed(rank)) * 3, 1)
     model.train()
     model.optimizer_zerograd()
-    model.step(images, labels, images, images.flip(3), params, None, lpsoft, torch.randn(2, 3, 48, 48), weak_params())
+    model.stage1_step({"img": images, "label": labels},
+                      {"img": images, "img_strong": images.flip(3), "params": params, "lpsoft": lpsoft,
+                       "img_full": torch.randn(2, 3, 48, 48), "weak_params": weak_params()})
     torch.save({"protos": model.objective_vectors, "counts": model.objective_vectors_num,
                 "student": dict(model.BaseNet.named_parameters()), "ddp": type(model.BaseNet_DP).__name__},
                os.path.join(out_dir, f"{rank}.pt"))

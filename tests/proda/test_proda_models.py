@@ -295,7 +295,7 @@ def test_optimizer_groups_follow_the_reference():
 
 # ----------------------------------------------------------------------------- steps
 
-def test_step_adv_updates_generator_then_discriminator_with_frozen_bn():
+def test_warm_up_step_updates_generator_then_discriminator_with_frozen_bn():
     # S_pseudo_src: source CE on the strong view, its labels moved there by label_strong_T
     model = CustomModel(make_opt("--stage", "warm_up", "--freeze_bn", "--lr", "0.01", "--S_pseudo_src", "1"), LOG)
     images, labels, params = batch()
@@ -306,8 +306,9 @@ def test_step_adv_updates_generator_then_discriminator_with_frozen_bn():
     model.train()
     model.freeze_bn_apply()
     model.optimizer_zerograd()
-    losses = model.step_adv(images, labels, images.flip(3), images, params)
-    assert len(losses) == 3 and all(np.isfinite(losses))
+    losses = model.warm_up_step({"img": images, "label": labels, "img_strong": images, "params": params},
+                                {"img": images.flip(3)})
+    assert list(losses) == ["loss_GTA", "loss_G", "loss_D"] and all(np.isfinite(list(losses.values())))
     assert all(g is None for g in d_grads_at_g_step[0])  # D gets no gradient from G's loss
     assert changed(before_d, model.net_D, before_d) == set(before_d)  # then D is updated
     assert all(p.requires_grad for p in model.net_D.parameters())
@@ -316,14 +317,14 @@ def test_step_adv_updates_generator_then_discriminator_with_frozen_bn():
     assert {"conv1.weight", "layer4.0.conv2.weight", "layer5.head.1.weight"} <= changed(before_g, model.BaseNet, before_g)
 
 
-def test_step_source_trains_on_source_only_and_resumes_exactly(tmp_path):
+def test_source_only_step_trains_on_source_only_and_resumes_exactly(tmp_path):
     opt = make_opt("--stage", "src_only", "--lr", "0.01")
     model = CustomModel(opt, LOG)
     images, labels, _ = batch()
     before = snapshot(model.BaseNet)
     model.train()
     model.optimizer_zerograd()
-    loss = model.step_source(images, labels)
+    loss = model.source_only_step({"img": images, "label": labels})["loss_GTA"]
     model.scheduler_step()
     model.iter = 1
     assert isinstance(loss, float) and loss > 0
@@ -340,7 +341,7 @@ def test_step_source_trains_on_source_only_and_resumes_exactly(tmp_path):
     for twin in (model, resumed):  # the same next step from both: momentum and lr were restored
         torch.manual_seed(1)
         twin.optimizer_zerograd()
-        twin.step_source(images, labels)
+        twin.source_only_step({"img": images, "label": labels})
     assert not changed(snapshot(model.BaseNet), resumed.BaseNet, before)
     with pytest.raises(CheckpointError, match="stage 'stage2'"):
         load_training_state(resumed, {**training_state(model), "stage": "stage2"})
@@ -361,10 +362,14 @@ def test_stage1_step_updates_student_ema_and_prototypes(s_pseudo):
     student, ema = snapshot(model.BaseNet), snapshot(model.BaseNet_ema)
     model.train()
     model.optimizer_zerograd()
-    loss, loss_cts, loss_consist = model.step(images, labels, images, images.flip(3), params, None, lpsoft, full,
-                                              weak_params())
-    assert np.isfinite([loss, loss_cts, loss_consist]).all() and loss_consist > 0
+    losses = model.stage1_step({"img": images, "label": labels},
+                               {"img": images, "img_strong": images.flip(3), "params": params, "lpsoft": lpsoft,
+                                "img_full": full, "weak_params": weak_params()})
+    assert list(losses) == ["loss", "loss_CTS", "loss_consist", "loss_reg"]
+    loss, loss_cts, loss_consist, loss_reg = losses.values()
+    assert np.isfinite([loss, loss_cts, loss_consist, loss_reg]).all() and loss_consist > 0
     assert abs(loss - (loss_cts + 10 * loss_consist)) < 1e-3 * loss
+    assert 0 < loss_reg < loss_cts  # gamma_2 * l_reg, part of the reference's loss_CTS
     names = [k for k, _ in model.BaseNet.named_parameters()]
     assert changed(student, model.BaseNet, names) == set(names)
     now = model.BaseNet.state_dict()
@@ -381,33 +386,43 @@ STAGE_FLAGS = {"warm_up": ["--S_pseudo_src", "1"], "src_only": [], "stage1": STA
 
 
 @pytest.mark.parametrize("stage", sorted(STAGE_FLAGS))
-def test_stage_step_table_equals_the_positional_steps(stage):
-    """model.stage_step(source, target) on the loaders' batch dicts is the reference's positional step."""
+def test_stage_step_dispatches_to_the_stage_s_step(stage):
+    """model.stage_step(source, target) on the loaders' batch dicts is the step its --stage names."""
     assert set(STAGE_STEPS) == set(STAGES) and STAGE_STEPS["stage3"] is STAGE_STEPS["stage2"]
     model = CustomModel(make_opt("--stage", stage, "--lr", "0.01", *STAGE_FLAGS[stage]), LOG)
     model.objective_vectors = torch.randn(N_CLASS, 256)
     images, labels, params = batch()
     full, lpsoft = torch.randn(2, 3, 48, 48), F.softmax(torch.randn(2, N_CLASS, 32, 32) * 3, 1)
     source = {"img": images, "label": labels, "img_strong": images.flip(3), "params": params}
-    target = {"img": images.flip(2), "img_strong": images.flip(3), "params": params, "lp": labels.clone(),
-              "lpsoft": lpsoft, "img_full": full, "weak_params": weak_params()}
-    positional = {"warm_up": lambda m: m.step_adv(images, labels, images.flip(2), images.flip(3), params),
-                  "src_only": lambda m: m.step_source(images, labels, None, images.flip(3), params),
-                  "stage1": lambda m: m.step(images, labels, images.flip(2), images.flip(3), params, None, lpsoft,
-                                             full, weak_params()),
-                  "stage2": lambda m: m.step_distillation(images, labels, images.flip(2), images.flip(3), params,
-                                                          labels.clone())}[stage]
-    twin = copy.deepcopy(model)
-    for m in (model, twin):
+    target = {"img": images.flip(2), "img_strong": images.flip(3), "params": params, "img_full": full,
+              "weak_params": weak_params(), **({"lpsoft": lpsoft} if stage == "stage1" else {"lp": labels.clone()})}
+    named = {"warm_up": lambda m: m.warm_up_step(source, target), "src_only": lambda m: m.source_only_step(source),
+             "stage1": lambda m: m.stage1_step(source, target),
+             "stage2": lambda m: m.distillation_step(source, target)}[stage]
+    # the reference's positional forms (models/compat.py) and the losses they return, in its order
+    positional = {
+        "warm_up": (lambda m: m.step_adv(images, labels, target["img"], images.flip(3), params),
+                    ["loss_GTA", "loss_G", "loss_D"]),
+        "src_only": (lambda m: (m.step_source(images, labels, None, images.flip(3), params),), ["loss_GTA"]),
+        "stage1": (lambda m: m.step(images, labels, target["img"], images.flip(3), params, None, lpsoft, full,
+                                    target["weak_params"]), ["loss", "loss_CTS", "loss_consist"]),
+        "stage2": (lambda m: m.step_distillation(images, labels, target["img"], images.flip(3), params,
+                                                 target["lp"]), ["loss_GTA", "loss"])}[stage]
+    twin, reference_twin = copy.deepcopy(model), copy.deepcopy(model)
+    for m in (model, twin, reference_twin):
         m.train()
         m.optimizer_zerograd()
     torch.manual_seed(0)
     losses = model.stage_step(source, target)
     torch.manual_seed(0)
-    expected = positional(twin)
-    assert tuple(losses.values()) == ((expected,) if stage == "src_only" else expected)
-    assert not changed(snapshot(twin.BaseNet), model.BaseNet, snapshot(twin.BaseNet))
-    assert torch.equal(model.objective_vectors, twin.objective_vectors)
+    expected = named(twin)
+    torch.manual_seed(0)
+    returned = positional[0](reference_twin)
+    assert losses == expected and all(np.isfinite(list(losses.values())))
+    assert tuple(returned) == tuple(losses[key] for key in positional[1])
+    for other in (twin, reference_twin):
+        assert not changed(snapshot(other.BaseNet), model.BaseNet, snapshot(other.BaseNet))
+        assert torch.equal(model.objective_vectors, other.objective_vectors)
 
 
 def test_stage1_without_ema_is_an_option_error_at_construction():
@@ -428,7 +443,10 @@ def test_distillation_step_trains_student_not_teacher_and_kd_forms(tmp_path):
     student, teacher = snapshot(model.BaseNet), snapshot(model.teacher)
     model.train()
     model.optimizer_zerograd()
-    loss_gta, loss = model.step_distillation(images, labels, images, images.flip(3), params, lp)
+    losses = model.distillation_step({"img": images, "label": labels},
+                                     {"img": images, "img_strong": images.flip(3), "params": params, "lp": lp})
+    assert list(losses) == ["loss_GTA", "loss"]
+    loss_gta, loss = losses.values()
     assert np.isfinite([loss_gta, loss]).all()
     names = [k for k, _ in model.BaseNet.named_parameters()]
     assert changed(student, model.BaseNet, names) == set(names)

@@ -92,7 +92,12 @@ def max_diff(a, b):
 
 def warm_up_step(model, x):
     """One warm-up step on the fixed inputs, the strong source view included."""
-    return model.step_adv(x["source"], x["label"], x["target"], x["strong"], x["params"])
+    return model.warm_up_step(source_batch(x), {"img": x["target"]})
+
+
+def source_batch(x):
+    """The source batch dict of the fixed inputs: images, labels, the strong view and its params."""
+    return {"img": x["source"], "label": x["label"], "img_strong": x["strong"], "params": x["params"]}
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +126,8 @@ def test_accumulated_source_only_step_equals_the_batch_step(base):
     x = inputs()
     reference, accumulated = variant(base, accum_steps=1), variant(base, accum_steps=4)
     before = weights(reference)
-    loss = reference.step_source(x["source"], x["label"], None, x["strong"], x["params"])
-    loss_k = accumulated.step_source(x["source"], x["label"], None, x["strong"], x["params"])
+    loss = reference.source_only_step(source_batch(x))["loss_GTA"]
+    loss_k = accumulated.source_only_step(source_batch(x))["loss_GTA"]
     # one micro-batch has no labelled pixel: its NaN mean must not reach the gradients
     assert loss_k == pytest.approx(loss, rel=1e-5) and loss == loss
     assert max_diff(weights(reference), before) > 1e-4
@@ -317,8 +322,9 @@ def test_accumulated_stage1_step_keeps_the_prototype_order_and_the_update():
     results = {}
     for k, amp in ((1, "off"), (2, "off"), (2, "bf16")):
         model = variant(base, amp=amp, accum_steps=k)
-        losses = model.step(x["source"], x["label"], x["target"], x["strong"], x["params"], None, x["lpsoft"],
-                            x["full"], x["weak"])
+        losses = model.stage1_step({"img": x["source"], "label": x["label"]},
+                                   {"img": x["target"], "img_strong": x["strong"], "params": x["params"],
+                                    "lpsoft": x["lpsoft"], "img_full": x["full"], "weak_params": x["weak"]})
         results[(k, amp)] = (losses, {k2: v.detach().clone() for k2, v in model.BaseNet.named_parameters()},
                              model.objective_vectors.clone(), model.BaseNet_ema.state_dict())
     (l1, w1, p1, e1), (l2, w2, p2, e2) = results[(1, "off")], results[(2, "off")]
@@ -342,7 +348,9 @@ def test_accumulated_stage2_step_equals_the_batch_step(tmp_path):
     results = {}
     for k, amp in ((1, "off"), (4, "off"), (2, "bf16")):
         model = variant(base, amp=amp, accum_steps=k)
-        losses = model.step_distillation(x["source"], x["label"], x["target"], x["strong"], x["params"], x["lp"])
+        losses = model.distillation_step({"img": x["source"], "label": x["label"]},
+                                         {"img": x["target"], "img_strong": x["strong"], "params": x["params"],
+                                          "lp": x["lp"]})
         results[(k, amp)] = (losses, {k2: v.detach().clone() for k2, v in model.BaseNet.named_parameters()})
     (l1, w1), (l4, w4), (lb, wb) = results[(1, "off")], results[(4, "off")], results[(2, "bf16")]
     assert l4 == pytest.approx(l1, rel=1e-5) and max_diff(w4, w1) <= 1e-6

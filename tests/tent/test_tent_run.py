@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from tent import cifar10c, conf, evaluation, launch, select
+from tent import cifar10c, evaluation, launch, select
 from tent.conf import VALIDATION_CORRUPTIONS
 from tent_helpers import TINY_MNIST_CFG
 
