@@ -33,7 +33,7 @@ def check_schedule(opt: argparse.Namespace, total: int) -> None:
         f"this run would train {total} iterations (--max_iters / --epochs) but the poly learning-rate "
         f"schedule (--train_iters {opt.train_iters}) reaches 0 at iteration {opt.train_iters}: to train "
         f"{total} iterations, start over with one schedule for them: --train_iters {total} --max_iters {total} "
-        f"--restart{go_on} (docs/proda-reliability.md)")
+        f"--restart{go_on} (docs/reliability.md)")
 
 
 def non_finite(losses: Dict[str, float]) -> Dict[str, float]:

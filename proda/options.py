@@ -94,12 +94,12 @@ GROUP_TITLES = {
     "training": "training: stage, schedule, prototypes (train.py)",
     "training data": "training data: augmentation and saved pseudo labels (train.py)",
     "losses": "losses (train.py)",
-    "hardware": "hardware [added] (train.py; docs/proda-hardware.md)",
+    "hardware": "hardware [added] (train.py; docs/proda.md)",
     "logging": "logging (train.py)",
     "pseudo labels": "pseudo labels to write (generate_pseudo_label.py)",
     "prototypes": "prototypes to compute (calc_prototype.py)",
     "test": "test outputs (test.py)",
-    "tta": "test-time adaptation [added] (test.py; tent, Wang et al. ICLR 2021; see docs/tta.md)",
+    "tta": "test-time adaptation [added] (test.py; tent, Wang et al. ICLR 2021; see docs/proda.md)",
 }
 
 

@@ -5,7 +5,7 @@
 
 For SYNTHIA (16 classes) the 13-class mIoU that papers also report is printed as well.
 With --tta norm|tent the network adapts at test time while it predicts (proda/tta.py,
-docs/tta.md); the results then also hold each image's mIoU in stream order, drawn as a PNG
+docs/proda.md); the results then also hold each image's mIoU in stream order, drawn as a PNG
 beside --results_json, and the seconds per image.
 """
 from __future__ import annotations

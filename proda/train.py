@@ -14,7 +14,7 @@ reference selects it; the final model is also kept as the last checkpoint (_last
 Re-running the same command after an interruption (Ctrl-C, SIGTERM, a kill) resumes from it bit
 for bit, under torchrun too (each process's own state is saved); a finished run exits at once; a
 run whose inputs changed, or a second run into a log dir in use, is refused
-(see docs/proda-reliability.md).
+(see docs/reliability.md).
 """
 from __future__ import annotations
 

@@ -166,7 +166,7 @@ demo_seed() {
   step "[demo 6/6] target val mIoU of each stage's best and last model (test.py)"
   # stage-2/3 models carry the extra batch norm: load them as the README's test command does
   local clr="--bn_clr --student_init simclr"
-  # test-time adaptation rows (docs/tta.md): tent's outputs come from the forward before its
+  # test-time adaptation rows (docs/proda.md): tent's outputs come from the forward before its
   # update, so episodic tent takes several steps per image (with one it would equal norm)
   TESTS=()
   test_row "source-only" "$src_only" ""

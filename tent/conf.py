@@ -160,7 +160,7 @@ _C.TEST.WINDOW_LENGTH = 1
 
 # ------------------------------ Protocol options (extra) ---------------------------- #
 # The settings of later test-time adaptation work; the defaults reproduce the reference
-# protocol (docs/protocols.md)
+# protocol (docs/tent.md)
 PROTOCOL_SETTINGS = (
     "reset_each_shift",             # reference: reset before every corruption x severity
     "continual",                    # mariodoebler: never reset

@@ -6,7 +6,7 @@ model is reset before it. `plan(...)` lists the pieces of a setting in the loop 
 `piece_data(...)` loads one piece in that peer's sample order.
 
 Every setting follows one peer's loop exactly (PROTOCOL.PEER chooses the other where both exist;
-docs/protocols.md lists which, docs/fidelity.md every difference):
+docs/tent.md lists which, docs/fidelity.md every difference):
 - "tent": DequanWang/tent cifar10c.py (reset_each_shift, offline): severity by severity, each
   corruption in turn, reset before every piece, the first NUM_EX images in file order.
 - "cotta": qinenergy/cotta cifar10c.py / imagenetc.py / cifar10c_gradual.py: the same loop and

@@ -1,4 +1,4 @@
-"""Choose a tent hyperparameter on the 4 held-out corruptions, as the tent maintainers advise (tent issue 4).
+"""Choose a tent hyperparameter on the 4 held-out corruptions, as the tent maintainers advise (DequanWang/tent#4).
 
     python -m tent.select --cfg cfgs/tent.yaml OPTIM.LR "[1e-4, 3e-4, 1e-3, 3e-3]"
 

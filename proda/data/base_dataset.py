@@ -166,7 +166,7 @@ class BaseDataset(data.Dataset, ABC):
         """Log the image count (the reference prints 'Found N images')."""
         self.logger.info("Found %d %s images", count, what)
 
-    download_hint = "see the data section of README.md"
+    download_hint = "see docs/proda.md (Data layouts)"
 
     # ---------------------------------------------------------------- compatibility
     # The reference's names, for its callers; nothing in proda/ uses them (decode_segmap is the palette).

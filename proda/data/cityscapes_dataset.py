@@ -105,7 +105,7 @@ class Cityscapes_loader(BaseDataset):
 
     def _check_pseudo_folder(self) -> None:
         """Before training starts: the pseudo-label folder exists, every image's files are complete
-        and of the right shape (headers), and a sample's values are valid (docs/proda-reliability.md)."""
+        and of the right shape (headers), and a sample's values are valid (docs/reliability.md)."""
         soft = self.pseudo_labels.kind == "soft"
         require_path(self.pseudo_labels.folder, "soft pseudo-label folder" if soft else "pseudo-label folder",
                      self._pseudo_hint(soft), is_dir=True)

@@ -6,7 +6,7 @@ mmap_mode: a cut .npy does not map; PIL's verify: a cut PNG fails its chunk CRCs
 dtype and completeness at a fraction of a millisecond per file, so every file is checked.
 Value checks need the decoded data (soft probabilities finite and in [0, 1], hard labels a
 class or the ignore value 250): a full pass over Cityscapes' 2,975 training labels costs
-minutes at the reference size (docs/proda-reliability.md), so a run checks a sample when it
+minutes at the reference size (docs/reliability.md), so a run checks a sample when it
 starts and every file again when the loader reads it, on data already in memory.
 """
 from __future__ import annotations

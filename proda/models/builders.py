@@ -71,7 +71,7 @@ def lr_scale(opt: argparse.Namespace) -> float:
 
     Under torchrun opt.bs is already each process's share, so it is multiplied back by the world size.
     """
-    if not getattr(opt, "scale_lr", False):
+    if not opt.scale_lr:
         return 1.0
     world = torch.distributed.get_world_size() if in_process_group() else 1
     return opt.bs * world / REFERENCE_BATCH
@@ -79,7 +79,7 @@ def lr_scale(opt: argparse.Namespace) -> float:
 
 def scaled(lr: float, opt: argparse.Namespace) -> float:
     """`lr` under --scale_lr (exactly `lr` without it)."""
-    return lr * lr_scale(opt) if getattr(opt, "scale_lr", False) else lr
+    return lr * lr_scale(opt) if opt.scale_lr else lr
 
 
 def build_optimizer(opt: argparse.Namespace, net: nn.Module) -> torch.optim.Optimizer:
