@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tent import cifar10c, digits, mnistc
+from tent_helpers import TINY_MNIST_CFG
 
 
 def test_common_layout_puts_the_8x8_digit_in_mnists_20px_box():
@@ -37,22 +38,9 @@ def test_targets_are_the_other_domain(mnist_data_dir):
     assert np.bincount(y.numpy()).min() >= 174 and len(set(y[:20].tolist())) >= 7  # all digits, shuffled
 
 
-TINY = """MODEL:
-  ARCH: MnistCNN
-  ADAPTATIONS: [source, norm, tent]
-TEST:
-  BATCH_SIZE: 20
-CORRUPTION:
-  DATASET: {dataset}
-  NUM_EX: 40
-  SEVERITY: [1]
-  TYPE: [clean]
-MNISTC:
-  NUM_TRAIN: 500
-  WIDTH: 4
-  EPOCHS: 1
-  BATCH_SIZE: 100
-"""
+# the shared tiny config on a digit shift: the target's clean images are the one "corruption"
+TINY = (TINY_MNIST_CFG.replace("DATASET: mnist", "DATASET: {dataset}").replace("SEVERITY: [5]", "SEVERITY: [1]")
+        .replace("TYPE: [gaussian_noise, contrast]", "TYPE: [clean]"))
 
 
 @pytest.mark.usefixtures("fresh_cfg")
