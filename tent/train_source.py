@@ -221,7 +221,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     logger.info("clean %s test accuracy %.2f %% (error %.2f %%)", args.dataset, 100 * clean_acc, 100 * (1 - clean_acc))
     checkpoint = {"model_state": {k: v.cpu() for k, v in model.state_dict().items()}, "arch": ARCH,
                   "num_classes": NUM_CLASSES[args.dataset], "recipe": recipe_of(args),
-                  "clean_test_acc": clean_acc, "num_test": len(test_set), "torch_version": torch.__version__}
+                  "clean_test_acc": clean_acc, "num_test": len(test_set), "torch_version": str(torch.__version__)}
     atomic_write(path, lambda f: torch.save(checkpoint, f))
     logger.info("wrote %s", path)
     return checkpoint
