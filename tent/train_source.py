@@ -34,6 +34,7 @@ from dacommon.files import atomic_write
 
 from . import errors
 from .errors import CorruptFileError, MissingResourceError
+from .models import clean_accuracy
 from .resnet26 import ARCH, NUM_CLASSES, ResNet26, checkpoint_path
 
 logger = logging.getLogger(__name__)
@@ -170,16 +171,10 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
     return loss_sum.item() / seen, correct.item() / seen
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
-    """Accuracy of the eval-mode model (running batch-norm statistics) on a loader."""
-    model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    for x, y in loader:
-        correct += (model(x.to(device)).argmax(1) == y.to(device)).sum()
-        seen += len(y)
-    return correct.item() / seen
+def stacked(data: Dataset) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A (test) split as one image tensor and one label tensor, for models.clean_accuracy."""
+    images, labels = zip(*(data[i] for i in range(len(data))))
+    return torch.stack(images), torch.tensor(labels)
 
 
 def recipe_of(args: argparse.Namespace) -> Dict[str, Any]:
@@ -188,7 +183,7 @@ def recipe_of(args: argparse.Namespace) -> Dict[str, Any]:
             "num_train", "num_test", "seed")
     recipe = {k: getattr(args, k) for k in keys}
     recipe.update(milestones=list(args.milestones), optimizer="SGD", lr_gamma=0.1, loss="cross_entropy",
-                  source="Sun et al., TTT (yueatsprograms/ttt_cifar_release) main.py defaults")
+                  defaults_from="Sun et al.'s TTT, yueatsprograms/ttt_cifar_release main.py")
     return recipe
 
 
@@ -201,23 +196,23 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     generator = torch.Generator().manual_seed(args.seed)  # the subset and the batch order
     train_set, test_set = subset(train_set, args.num_train, generator), subset(test_set, args.num_test, None)
     pin = device.type == "cuda"
+    torch.backends.cudnn.benchmark = pin  # as TTT: fixed 32 x 32 inputs
     train_loader = DataLoader(train_set, args.batch_size, shuffle=True, generator=generator,
                               num_workers=args.workers, pin_memory=pin, persistent_workers=args.workers > 0)
-    test_loader = DataLoader(test_set, 500, num_workers=args.workers, pin_memory=pin)
     model = ResNet26(NUM_CLASSES[args.dataset]).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(args.milestones), gamma=0.1)
     path = checkpoint_path(args.ckpt_dir, args.dataset)
-    logger.info("training %s on %d %s images (%d test images) on %s; checkpoint %s",
-                ARCH, len(train_set), args.dataset, len(test_set), device, path)
+    logger.info("training %s on %d %s images (%d test images) on %s; checkpoint %s; recipe %s",
+                ARCH, len(train_set), args.dataset, len(test_set), device, path, recipe_of(args))
     for epoch in range(1, args.epochs + 1):
         start, lr = time.time(), optimizer.param_groups[0]["lr"]
         loss, train_acc = train_epoch(model, train_loader, optimizer, device)
         scheduler.step()
         logger.info("epoch %d/%d: lr %g, loss %.4f, training accuracy %.2f %% (%.0f s)",
                     epoch, args.epochs, lr, loss, 100 * train_acc, time.time() - start)
-    clean_acc = accuracy(model, test_loader, device)
+    clean_acc = clean_accuracy(model.eval(), *stacked(test_set), 500, device)
     logger.info("clean %s test accuracy %.2f %% (error %.2f %%)", args.dataset, 100 * clean_acc, 100 * (1 - clean_acc))
     checkpoint = {"model_state": {k: v.cpu() for k, v in model.state_dict().items()}, "arch": ARCH,
                   "num_classes": NUM_CLASSES[args.dataset], "recipe": recipe_of(args),
