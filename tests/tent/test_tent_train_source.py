@@ -94,6 +94,7 @@ def as_input(x):
 
 
 def train_args(data_dir, ckpt_dir, dataset, *extra):
+    """A one-epoch command line on the CPU (batch 8, no worker processes)."""
     return ["--dataset", dataset, "--data_dir", str(data_dir), "--ckpt_dir", str(ckpt_dir), "--epochs", "1",
             "--batch_size", "8", "--workers", "0", "--device", "cpu", *extra]
 
