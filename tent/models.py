@@ -285,4 +285,7 @@ def load_source_model(arch: str, ckpt_dir: str, dataset: str, data_dir: str = ".
             from . import digits
             settings.update(source="digits", num_train=digits.NUM_TRAIN)
         return load_mnist_cnn(ckpt_dir, data_dir, device=device, trust_checkpoint=trust_checkpoint, **settings)
+    if arch == "ResNet26":  # the tent paper's R-26 (Sun et al.'s TTT), trained by `python -m tent.train_source`
+        from .resnet26 import load_resnet26
+        return load_resnet26(ckpt_dir, dataset, trust_checkpoint)
     return load_robustbench_model(arch, ckpt_dir, dataset, trust_checkpoint)
