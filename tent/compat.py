@@ -87,4 +87,4 @@ def download_failed(url: str, path: Path, error: BaseException, upload_name: Opt
     reason = one_line(cause)
     reason = type(cause).__name__ + (f": {reason[:120]}" if reason and reason != type(cause).__name__ else "")
     named = f" (a browser saves it as {upload_name})" if upload_name else ""
-    return f"could not download {url} to {path} ({reason}); download it by hand{named} and save it as {path}"
+    return f"could not download {url} to {path} ({reason}); download it by hand{named} and save it at that path"

@@ -120,16 +120,22 @@ def robustbench_list() -> Tuple[str, ...]:
 
 
 def check_listed_images(data_dir: str, corruption: str, severity: int, n_examples: int) -> None:
-    """Stop with one sentence if an image robustbench's loader will read (its list's first n) is missing."""
+    """Stop with one sentence where robustbench's loader would fail: a missing image among the list's first
+    n (its DataLoader's error), or a missing class folder of any listed image (its KeyError)."""
     folder = expected_files("imagenet", data_dir, corruption, severity)[-1]
     if not folder.is_dir():
         return  # the missing folder is reported where robustbench's loader fails on it
-    listed = robustbench_list()[:n_examples]
-    missing = [rel for rel in listed if not (folder / rel).is_file()]
+    listed = robustbench_list()
+    missing = [rel for rel in listed[:n_examples] if not (folder / rel).is_file()]
     if missing:
         raise MissingResourceError(f"ImageNet-C image {folder / missing[0]} is missing ({len(missing)} of the "
-                                   f"{len(listed)} images robustbench reads from that folder are); "
+                                   f"{len(listed[:n_examples])} images robustbench reads from that folder are); "
                                    f"{extract_again(data_dir, corruption)}")
+    classes = sorted({rel.split("/")[0] for rel in listed})
+    absent = [wnid for wnid in classes if not (folder / wnid).is_dir()]
+    if absent:
+        raise MissingResourceError(f"ImageNet-C class folder {folder / absent[0]} is missing ({len(absent)} of the "
+                                   f"{len(classes)} robustbench's list names are); {extract_again(data_dir, corruption)}")
 
 
 # mariodoebler/test-time-adaptation's list of all 50,000 images (datasets/imagenet_list/
