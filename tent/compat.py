@@ -88,3 +88,10 @@ def download_failed(url: str, path: Path, error: BaseException, upload_name: Opt
     reason = type(cause).__name__ + (f": {reason[:120]}" if reason and reason != type(cause).__name__ else "")
     named = f" (a browser saves it as {upload_name})" if upload_name else ""
     return f"could not download {url} to {path} ({reason}); download it by hand{named} and save it at that path"
+
+
+def html_instead_of_checkpoint(path: Path) -> bool:
+    """Whether a file is a web page (Google Drive's confirmation page, saved by older downloaders), not a checkpoint."""
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))

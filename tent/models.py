@@ -23,7 +23,7 @@ from . import mnistc
 from .conf import ConfigError
 from .data import MissingResourceError
 from .errors import CorruptFileError, UnsafeCheckpointError
-from .compat import UPLOAD_NAMES, download_failed
+from .compat import UPLOAD_NAMES, download_failed, html_instead_of_checkpoint
 from .safe_load import load_checkpoint, third_party_loads
 
 logger = logging.getLogger(__name__)
@@ -273,6 +273,9 @@ def load_robustbench_model(arch: str, ckpt_dir: str, dataset: str, trust_checkpo
         with third_party_loads(path, trust_checkpoint):
             return load_model(arch, ckpt_dir, dataset, ThreatModel.corruptions)
     except Exception as e:  # requests / urllib / gdown errors when offline
+        if path.is_file() and html_instead_of_checkpoint(path):
+            raise CorruptFileError(f"{path} is a web page, not a checkpoint (a failed download); delete it, then "
+                                   f"download {url} by hand and save it at that path") from None
         if path.is_file():
             raise  # the file is there, so the failure is not a missing download
         raise MissingResourceError(download_failed(url, path, e, upload_name)) from None

@@ -147,3 +147,16 @@ def test_the_current_standard_file_loads_weights_only(tmp_path, monkeypatch):
     model = models.load_robustbench_model("Standard", str(tmp_path / "ckpt"), "cifar10")
     for key, value in reference.state_dict().items():
         assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_a_web_page_saved_as_the_checkpoint_is_named_as_such(tmp_path):
+    """Google Drive's confirmation page saved as Standard.pt (robustbench issues 158, 177): said, with the URL."""
+    from tent.errors import CorruptFileError
+
+    path = tmp_path / "ckpt" / "cifar10" / "corruptions" / "Standard.pt"
+    path.parent.mkdir(parents=True)
+    path.write_text("<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head></html>")
+    with pytest.raises(CorruptFileError) as err:
+        models.load_robustbench_model("Standard", str(tmp_path / "ckpt"), "cifar10")
+    message = str(err.value)
+    assert one_sentence(message, tmp_path) and "web page" in message and "drive.google.com" in message
