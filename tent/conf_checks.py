@@ -18,6 +18,7 @@ from .conf_merge import default_of
 from .digits import SHIFTS as DIGIT_SHIFTS, TYPES as DIGIT_SHIFT_TYPES
 from .errors import ConfigError
 from .norm import _check_batch_norms
+from .pycls_resnet import ARCH as PYCLS_ARCH
 from .tent import norm_layer_types
 
 ADAPTATIONS = ("source", "norm", "tent")
@@ -146,8 +147,11 @@ def _alias_of(old: str) -> Rule:
 RULES: Dict[str, Rule] = {
     "MODEL.ADAPTATION": _one_of(ADAPTATIONS),
     "MODEL.ADAPTATIONS": (lambda v, c: all(m in ADAPTATIONS for m in v), f"a list of methods from {ADAPTATIONS}"),
-    "MODEL.ARCH": (lambda v, c: c.CORRUPTION.DATASET not in OFFLINE_DATASETS or v == "MnistCNN",
-                   lambda c: f"MnistCNN for CORRUPTION.DATASET {c.CORRUPTION.DATASET}"),
+    "MODEL.ARCH": (lambda v, c: (c.CORRUPTION.DATASET not in OFFLINE_DATASETS or v == "MnistCNN")
+                   and (v != PYCLS_ARCH or c.CORRUPTION.DATASET == "imagenet"),
+                   lambda c: (f"MnistCNN for CORRUPTION.DATASET {c.CORRUPTION.DATASET}"
+                              if c.CORRUPTION.DATASET in OFFLINE_DATASETS else
+                              f"a model for CORRUPTION.DATASET {c.CORRUPTION.DATASET} ({PYCLS_ARCH} is for imagenet)")),
     "MODEL.COPY_STATE": (lambda v, c: v or (_never_resets(c) and not c.MODEL.EPISODIC),
                          "True unless the setting never resets (no reset_each_shift, no "
                          "MODEL.RESET_AFTER_NUM_UPDATES) and MODEL.EPISODIC is False"),

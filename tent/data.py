@@ -61,6 +61,9 @@ def load_robustbench_corruption(dataset: str, n_examples: int, severity: int, da
 
     loader = {"cifar10": load_cifar10c, "cifar100": load_cifar100c, "imagenet": load_imagenetc}[dataset]
     paths = expected_files(dataset, data_dir, corruption, severity)
+    if dataset == "imagenet":  # a missing listed image: one sentence before robustbench's DataLoader fails on it
+        from .imagenetc import check_listed_images  # imported here: imagenetc imports this module
+        check_listed_images(data_dir, corruption, severity, n_examples)
     try:
         x, y = loader(n_examples, severity, data_dir, False, [corruption])
     except (OSError, DownloadError) as e:  # failed download (offline), missing folder or file

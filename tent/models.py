@@ -23,6 +23,7 @@ from . import mnistc
 from .conf import ConfigError
 from .data import MissingResourceError
 from .errors import CorruptFileError, UnsafeCheckpointError
+from .compat import UPLOAD_NAMES, download_failed, html_instead_of_checkpoint
 from .safe_load import load_checkpoint, third_party_loads
 
 logger = logging.getLogger(__name__)
@@ -264,15 +265,20 @@ def load_robustbench_model(arch: str, ckpt_dir: str, dataset: str, trust_checkpo
             f"config key MODEL.ARCH: {arch} is not a robustbench corruptions model for {dataset}; "
             f"choose from {sorted(known)}")
     path, url = _robustbench_checkpoint(arch, known[arch], ckpt_dir, dataset)
+    upload_name = UPLOAD_NAMES.get((dataset, arch))
+    if upload_name and not path.is_file() and path.with_name(upload_name).is_file():
+        raise MissingResourceError(f"{path.with_name(upload_name)} is robustbench's {arch} checkpoint under its "
+                                   f"Google Drive name; rename it to {path.name}, the name robustbench reads")
     try:
         with third_party_loads(path, trust_checkpoint):
             return load_model(arch, ckpt_dir, dataset, ThreatModel.corruptions)
     except Exception as e:  # requests / urllib / gdown errors when offline
+        if path.is_file() and html_instead_of_checkpoint(path):
+            raise CorruptFileError(f"{path} is a web page, not a checkpoint (a failed download); delete it, then "
+                                   f"download {url} by hand and save it at that path") from None
         if path.is_file():
             raise  # the file is there, so the failure is not a missing download
-        raise MissingResourceError(
-            f"model checkpoint {path} is missing and could not be downloaded "
-            f"({type(e).__name__}); download it from {url} and save it at that path") from None
+        raise MissingResourceError(download_failed(url, path, e, upload_name)) from None
 
 
 def load_source_model(arch: str, ckpt_dir: str, dataset: str, data_dir: str = "./data",
@@ -288,4 +294,7 @@ def load_source_model(arch: str, ckpt_dir: str, dataset: str, data_dir: str = ".
     if arch == "ResNet26":  # the tent paper's R-26 (Sun et al.'s TTT), trained by `python -m tent.train_source`
         from .resnet26 import load_resnet26
         return load_resnet26(ckpt_dir, dataset, trust_checkpoint)
+    from . import pycls_resnet
+    if arch == pycls_resnet.ARCH:  # the tent paper's ImageNet model (conf_checks allows it for imagenet only)
+        return pycls_resnet.load_pycls_resnet(pycls_resnet.checkpoint_path(ckpt_dir), trust=trust_checkpoint).eval()
     return load_robustbench_model(arch, ckpt_dir, dataset, trust_checkpoint)

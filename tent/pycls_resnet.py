@@ -23,6 +23,7 @@ STD_BGR = (0.225, 0.224, 0.229)
 BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # pycls's cfg.BN.EPS and cfg.BN.MOM
 R50_FILE = "R-50-1x64d_dds_8gpu.pyth"
 R50_URL = "https://dl.fbaipublicfiles.com/pycls/dds_baselines/161235311/" + R50_FILE  # top-1 error 23.2
+ARCH = "pycls_R50"  # its MODEL.ARCH; the weights file lives at CKPT_DIR/imagenet/pycls/R50_FILE
 
 
 def conv(w_in: int, w_out: int, k: int, stride: int = 1) -> nn.Conv2d:
@@ -134,6 +135,11 @@ def key_differences(model: nn.Module, state: Dict[str, torch.Tensor]) -> Sequenc
     parts = [(f"{len(v)} {what} (e.g. {', '.join(v[:3])})") for what, v in
              (("missing", missing), ("unexpected", unexpected), ("with another shape", shapes)) if v]
     return parts
+
+
+def checkpoint_path(ckpt_dir: Union[str, Path]) -> Path:
+    """Where MODEL.ARCH pycls_R50 reads pycls's ResNet-50 weights: CKPT_DIR/imagenet/pycls/<the zoo's file name>."""
+    return Path(ckpt_dir) / "imagenet" / "pycls" / R50_FILE
 
 
 def load_pycls_resnet(path: Union[str, Path], depth: int = 50, num_classes: int = 1000,
