@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from . import digits, mnistc, protocols
+from . import digit_shifts, digits, mnistc, protocols
 from .errors import CorruptFileError, MissingResourceError  # noqa: F401  (also imported from here)
 
 # folder names are robustbench's (data.CORRUPTIONS_DIR_NAMES); sources are the official releases
@@ -28,11 +28,13 @@ SOURCES = {
 }
 # CORRUPTION.NUM_EX -1: every test image (MNIST-C: its whole test split)
 FULL_SIZE = {"cifar10": 10000, "cifar100": 10000, "imagenet": 50000,
-             **{name: 10 ** 9 for name in ("mnist", "digits2mnist", "mnist2digits")}}
+             **{name: 10 ** 9 for name in ("mnist", "digits2mnist", "mnist2digits")}, **digit_shifts.TEST_SIZES}
 
 
 def expected_files(dataset: str, data_dir: str, corruption: str, severity: int) -> Tuple[Path, ...]:
     """The paths robustbench reads for one corruption x severity, outermost first."""
+    if dataset in digit_shifts.SHIFTS:  # the target's test files (one clean set)
+        return digit_shifts.expected_files(dataset, data_dir)
     root = Path(data_dir) / SOURCES[dataset][0]
     if dataset == "imagenet":
         return root, root / corruption / str(severity)
@@ -96,6 +98,8 @@ def load_corruption(dataset: str, n_examples: int, severity: int, data_dir: str,
         return mnistc.load_mnistc(n_examples, severity, data_dir, corruption, **(mnist_cfg or {}))
     if dataset in digits.SHIFTS:  # a real domain shift: one clean target set, severity unused
         return digits.load_target(dataset, n_examples, data_dir, **(mnist_cfg or {}))
+    if dataset in digit_shifts.SHIFTS:  # the paper's SVHN -> MNIST / MNIST-M / USPS
+        return digit_shifts.load_target(dataset, n_examples, data_dir, **(mnist_cfg or {}))
     return load_robustbench_corruption(dataset, n_examples, severity, data_dir, corruption)
 
 
@@ -121,6 +125,8 @@ def load_clean(c: Any, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
     if c.CORRUPTION.DATASET == "mnist":
         x, y = mnistc.split_arrays(c.DATA_DIR, c.MNISTC.NUM_TRAIN, c.MNISTC.SEED, "x_test", "y_test")
         return mnistc.to_tensor(x[:n]), torch.from_numpy(y[:n])
+    if c.CORRUPTION.DATASET in digit_shifts.SHIFTS:  # the source domain's test set: SVHN
+        return digit_shifts.load_source_test(c.DATA_DIR, n)
     from robustbench.data import load_cifar10, load_cifar100
 
     try:
