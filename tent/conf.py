@@ -73,7 +73,8 @@ _C.CORRUPTION = CfgNode()
 
 # Dataset for evaluation: cifar10, cifar100, imagenet (robustbench loaders), or the built-in
 # offline benchmarks (extra, see the MNISTC options): mnist (MNIST-C), digits2mnist, mnist2digits;
-# or the tent paper's digit adaptation (extra, tent/digit_shifts.py): svhn2mnist, svhn2mnistm, svhn2usps
+# or the tent paper's digit adaptation (extra, tent/digit_shifts.py): svhn2mnist, svhn2mnistm, svhn2usps,
+# and its VisDA-C (extra, tent/visda.py): visda
 _C.CORRUPTION.DATASET = 'cifar10'
 
 # The 15 corruptions robustbench loads (https://github.com/hendrycks/robustness)

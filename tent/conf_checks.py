@@ -20,10 +20,11 @@ from .digits import SHIFTS as DIGIT_SHIFTS, TYPES as DIGIT_SHIFT_TYPES
 from .errors import ConfigError
 from .norm import _check_batch_norms
 from .tent import norm_layer_types
+from .visda import DATASET as VISDA
 
 ADAPTATIONS = ("source", "norm", "tent")
 OPTIMIZERS = ("Adam", "SGD")
-DATASETS = ("cifar10", "cifar100", "imagenet", "mnist", "digits2mnist", "mnist2digits") + SVHN_SHIFTS
+DATASETS = ("cifar10", "cifar100", "imagenet", "mnist", "digits2mnist", "mnist2digits") + SVHN_SHIFTS + (VISDA,)
 OFFLINE_DATASETS = ("mnist",) + DIGIT_SHIFTS  # built here from packaged digits, no download
 # datasets whose clean test set a CORRUPTION.TYPE entry 'none' loads (mariodoebler's forgetting protocol)
 CLEAN_TEST_SETS = ("cifar10", "cifar100", "mnist") + SVHN_SHIFTS  # svhn2*: SVHN's test set
@@ -53,7 +54,7 @@ def effective_setting(c: CfgNode) -> str:
 
 def corruption_names(dataset: str) -> Tuple[str, ...]:
     """Corruption types a dataset provides (CIFAR-10-C / CIFAR-100-C / ImageNet-C ship the 4 held-out ones too)."""
-    if dataset in DIGIT_SHIFTS + SVHN_SHIFTS:  # one clean target set (both modules name it 'clean')
+    if dataset in DIGIT_SHIFTS + SVHN_SHIFTS + (VISDA,):  # one clean target set (each module names it 'clean')
         return DIGIT_SHIFT_TYPES
     return ROBUSTBENCH_CORRUPTIONS + VALIDATION_CORRUPTIONS
 

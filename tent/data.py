@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from . import digit_shifts, digits, mnistc, protocols
+from . import digit_shifts, digits, mnistc, protocols, visda
 from .errors import CorruptFileError, MissingResourceError  # noqa: F401  (also imported from here)
 
 # folder names are robustbench's (data.CORRUPTIONS_DIR_NAMES); sources are the official releases
@@ -28,13 +28,16 @@ SOURCES = {
 }
 # CORRUPTION.NUM_EX -1: every test image (MNIST-C: its whole test split)
 FULL_SIZE = {"cifar10": 10000, "cifar100": 10000, "imagenet": 50000,
-             **{name: 10 ** 9 for name in ("mnist", "digits2mnist", "mnist2digits")}, **digit_shifts.TEST_SIZES}
+             **{name: 10 ** 9 for name in ("mnist", "digits2mnist", "mnist2digits")}, **digit_shifts.TEST_SIZES,
+             visda.DATASET: visda.VALIDATION_SIZE}
 
 
 def expected_files(dataset: str, data_dir: str, corruption: str, severity: int) -> Tuple[Path, ...]:
     """The paths robustbench reads for one corruption x severity, outermost first."""
     if dataset in digit_shifts.SHIFTS:  # the target's test files (one clean set)
         return digit_shifts.expected_files(dataset, data_dir)
+    if dataset == visda.DATASET:
+        return (visda.list_file(data_dir),)
     root = Path(data_dir) / SOURCES[dataset][0]
     if dataset == "imagenet":
         return root, root / corruption / str(severity)
@@ -100,6 +103,8 @@ def load_corruption(dataset: str, n_examples: int, severity: int, data_dir: str,
         return digits.load_target(dataset, n_examples, data_dir, **(mnist_cfg or {}))
     if dataset in digit_shifts.SHIFTS:  # the paper's SVHN -> MNIST / MNIST-M / USPS
         return digit_shifts.load_target(dataset, n_examples, data_dir, **(mnist_cfg or {}))
+    if dataset == visda.DATASET:  # VisDA-C's real validation images, read on demand (not tensors)
+        return visda.load_target(n_examples, data_dir, **(mnist_cfg or {}))
     return load_robustbench_corruption(dataset, n_examples, severity, data_dir, corruption)
 
 
