@@ -186,6 +186,6 @@ def load_target(dataset: str, n_examples: int, data_dir: str = "./data", seed: i
 
 
 def load_source_test(data_dir: str, n_examples: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """First n_examples of SVHN's test set in file order (the source domain, CORRUPTION.TYPE none), like load_cifar10."""
+    """First n_examples of SVHN's test set in file order (the source domain: CORRUPTION.TYPE none), as load_cifar10."""
     images, labels = svhn_test(data_dir)
     return to_tensor(images[:n_examples]), torch.from_numpy(labels[:n_examples])

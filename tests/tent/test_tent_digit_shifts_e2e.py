@@ -34,7 +34,8 @@ def overrides(tmp_path: Path, data_dir: Path) -> list:
 def test_paper_config_runs_source_norm_tent_offline(tmp_path, dataset):
     write_all(tmp_path / "data", 40)
     save_source_model(tmp_path / "ckpt")
-    results = cifar10c.evaluate("test", ["--cfg", str(CFG_DIR / f"{dataset}.yaml"), *overrides(tmp_path, tmp_path / "data")])
+    config = str(CFG_DIR / f"{dataset}.yaml")
+    results = cifar10c.evaluate("test", ["--cfg", config, *overrides(tmp_path, tmp_path / "data")])
     assert {"source", "norm", "tent", "tent_online"} <= set(results)
     assert all(list(results[m]) == [1] and list(results[m][1]) == ["clean"] and 0 <= results[m][1]["clean"] <= 1
                for m in results)

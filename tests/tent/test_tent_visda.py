@@ -1,7 +1,6 @@
 """VisDA-C: the loader on a tiny split in the challenge's layout, the configs, the source model and the stream."""
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
