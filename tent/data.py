@@ -30,6 +30,8 @@ SOURCES = {
 FULL_SIZE = {"cifar10": 10000, "cifar100": 10000, "imagenet": 50000,
              **{name: 10 ** 9 for name in ("mnist", "digits2mnist", "mnist2digits")}, **digit_shifts.TEST_SIZES,
              visda.DATASET: visda.VALIDATION_SIZE}
+# the files (not folders) expected_files names for the digit shifts and VisDA-C
+DATA_FILE_NAMES = tuple(Path(name).name for name in digit_shifts.WHERE) + (visda.list_file(".").name,)
 
 
 def expected_files(dataset: str, data_dir: str, corruption: str, severity: int) -> Tuple[Path, ...]:
@@ -45,8 +47,10 @@ def expected_files(dataset: str, data_dir: str, corruption: str, severity: int) 
 
 
 def present(path: Path) -> bool:
-    """Whether a path robustbench reads is there: .npy files as files, ImageNet-C folders as folders."""
-    return path.is_file() if path.suffix == ".npy" else path.is_dir()
+    """Whether a path a loader reads is there: .npy and the named data files as files, ImageNet-C folders as folders."""
+    if path.suffix == ".npy" or path.name in DATA_FILE_NAMES:
+        return path.is_file()
+    return path.is_dir()
 
 
 def missing_message(dataset: str, data_dir: str, corruption: str, severity: int, reason: str) -> str:

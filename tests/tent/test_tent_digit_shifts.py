@@ -141,3 +141,17 @@ def test_a_corruption_name_is_refused_and_none_loads_svhn(tmp_path):
     write_svhn(tmp_path, LABELS)
     x, y = data.load_part(c, "reset_each_shift", "none", 1)
     assert y.tolist() == LABELS[:12].tolist() and x.shape == (12, 3, 32, 32)
+
+
+@pytest.mark.usefixtures("fresh_cfg")
+def test_a_data_dir_holding_the_target_files_may_be_read_only(tmp_path):
+    from tent import preflight
+
+    conf.merge_from_file(str(CFG_DIR / "svhn2mnistm.yaml"))
+    c = conf.cfg
+    c.merge_from_list(["DATA_DIR", str(tmp_path)])
+    assert not preflight.holds_inputs("DATA_DIR", c)
+    write_mnistm(tmp_path, LABELS)
+    assert not preflight.holds_inputs("DATA_DIR", c)  # MNIST-M's labels are MNIST's
+    write_mnist(tmp_path, LABELS)
+    assert preflight.holds_inputs("DATA_DIR", c)
