@@ -72,7 +72,9 @@ _C.MODEL.PREDICT_AFTER_UPDATE = False
 _C.CORRUPTION = CfgNode()
 
 # Dataset for evaluation: cifar10, cifar100, imagenet (robustbench loaders), or the built-in
-# offline benchmarks (extra, see the MNISTC options): mnist (MNIST-C), digits2mnist, mnist2digits
+# offline benchmarks (extra, see the MNISTC options): mnist (MNIST-C), digits2mnist, mnist2digits;
+# or the tent paper's digit adaptation (extra, tent/digit_shifts.py): svhn2mnist, svhn2mnistm, svhn2usps,
+# and its VisDA-C (extra, tent/visda.py): visda
 _C.CORRUPTION.DATASET = 'cifar10'
 
 # The 15 corruptions robustbench loads (https://github.com/hendrycks/robustness)

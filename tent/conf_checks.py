@@ -15,18 +15,20 @@ from yacs.config import CfgNode
 from . import bounds, mnistc, protocols
 from .conf import DEPRECATED_KEYS, PROTOCOL_SETTINGS, ROBUSTBENCH_CORRUPTIONS, VALIDATION_CORRUPTIONS, cfg
 from .conf_merge import default_of
+from .digit_shifts import SHIFTS as SVHN_SHIFTS
 from .digits import SHIFTS as DIGIT_SHIFTS, TYPES as DIGIT_SHIFT_TYPES
 from .errors import ConfigError
 from .norm import _check_batch_norms
 from .pycls_resnet import ARCH as PYCLS_ARCH
 from .tent import norm_layer_types
+from .visda import DATASET as VISDA
 
 ADAPTATIONS = ("source", "norm", "tent")
 OPTIMIZERS = ("Adam", "SGD")
-DATASETS = ("cifar10", "cifar100", "imagenet", "mnist", "digits2mnist", "mnist2digits")
+DATASETS = ("cifar10", "cifar100", "imagenet", "mnist", "digits2mnist", "mnist2digits") + SVHN_SHIFTS + (VISDA,)
 OFFLINE_DATASETS = ("mnist",) + DIGIT_SHIFTS  # built here from packaged digits, no download
 # datasets whose clean test set a CORRUPTION.TYPE entry 'none' loads (mariodoebler's forgetting protocol)
-CLEAN_TEST_SETS = ("cifar10", "cifar100", "mnist")
+CLEAN_TEST_SETS = ("cifar10", "cifar100", "mnist") + SVHN_SHIFTS  # svhn2*: SVHN's test set
 SEED_LIMIT = 2 ** 32  # numpy's seeds are 32-bit
 
 
@@ -53,7 +55,7 @@ def effective_setting(c: CfgNode) -> str:
 
 def corruption_names(dataset: str) -> Tuple[str, ...]:
     """Corruption types a dataset provides (CIFAR-10-C / CIFAR-100-C / ImageNet-C ship the 4 held-out ones too)."""
-    if dataset in DIGIT_SHIFTS:
+    if dataset in DIGIT_SHIFTS + SVHN_SHIFTS + (VISDA,):  # one clean target set (each module names it 'clean')
         return DIGIT_SHIFT_TYPES
     return ROBUSTBENCH_CORRUPTIONS + VALIDATION_CORRUPTIONS
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from . import digits, mnistc, protocols
+from . import digit_shifts, digits, mnistc, protocols, visda
 from .errors import CorruptFileError, MissingResourceError  # noqa: F401  (also imported from here)
 
 # folder names are robustbench's (data.CORRUPTIONS_DIR_NAMES); sources are the official releases
@@ -28,11 +28,18 @@ SOURCES = {
 }
 # CORRUPTION.NUM_EX -1: every test image (MNIST-C: its whole test split)
 FULL_SIZE = {"cifar10": 10000, "cifar100": 10000, "imagenet": 50000,
-             **{name: 10 ** 9 for name in ("mnist", "digits2mnist", "mnist2digits")}}
+             **{name: 10 ** 9 for name in ("mnist", "digits2mnist", "mnist2digits")}, **digit_shifts.TEST_SIZES,
+             visda.DATASET: visda.VALIDATION_SIZE}
+# the files (not folders) expected_files names for the digit shifts and VisDA-C
+DATA_FILE_NAMES = tuple(Path(name).name for name in digit_shifts.WHERE) + (visda.list_file(".").name,)
 
 
 def expected_files(dataset: str, data_dir: str, corruption: str, severity: int) -> Tuple[Path, ...]:
     """The paths robustbench reads for one corruption x severity, outermost first."""
+    if dataset in digit_shifts.SHIFTS:  # the target's test files (one clean set)
+        return digit_shifts.expected_files(dataset, data_dir)
+    if dataset == visda.DATASET:
+        return (visda.list_file(data_dir),)
     root = Path(data_dir) / SOURCES[dataset][0]
     if dataset == "imagenet":
         return root, root / corruption / str(severity)
@@ -40,8 +47,10 @@ def expected_files(dataset: str, data_dir: str, corruption: str, severity: int) 
 
 
 def present(path: Path) -> bool:
-    """Whether a path robustbench reads is there: .npy files as files, ImageNet-C folders as folders."""
-    return path.is_file() if path.suffix == ".npy" else path.is_dir()
+    """Whether a path a loader reads is there: .npy and the named data files as files, ImageNet-C folders as folders."""
+    if path.suffix == ".npy" or path.name in DATA_FILE_NAMES:
+        return path.is_file()
+    return path.is_dir()
 
 
 def missing_message(dataset: str, data_dir: str, corruption: str, severity: int, reason: str) -> str:
@@ -99,6 +108,10 @@ def load_corruption(dataset: str, n_examples: int, severity: int, data_dir: str,
         return mnistc.load_mnistc(n_examples, severity, data_dir, corruption, **(mnist_cfg or {}))
     if dataset in digits.SHIFTS:  # a real domain shift: one clean target set, severity unused
         return digits.load_target(dataset, n_examples, data_dir, **(mnist_cfg or {}))
+    if dataset in digit_shifts.SHIFTS:  # the paper's SVHN -> MNIST / MNIST-M / USPS
+        return digit_shifts.load_target(dataset, n_examples, data_dir, **(mnist_cfg or {}))
+    if dataset == visda.DATASET:  # VisDA-C's real validation images, read on demand (not tensors)
+        return visda.load_target(n_examples, data_dir, **(mnist_cfg or {}))
     return load_robustbench_corruption(dataset, n_examples, severity, data_dir, corruption)
 
 
@@ -124,6 +137,8 @@ def load_clean(c: Any, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
     if c.CORRUPTION.DATASET == "mnist":
         x, y = mnistc.split_arrays(c.DATA_DIR, c.MNISTC.NUM_TRAIN, c.MNISTC.SEED, "x_test", "y_test")
         return mnistc.to_tensor(x[:n]), torch.from_numpy(y[:n])
+    if c.CORRUPTION.DATASET in digit_shifts.SHIFTS:  # the source domain's test set: SVHN
+        return digit_shifts.load_source_test(c.DATA_DIR, n)
     from robustbench.data import load_cifar10, load_cifar100
 
     try:
