@@ -27,8 +27,9 @@ cfg = _C
 # ---------------------------------- Model options ---------------------------------- #
 _C.MODEL = CfgNode()
 
-# Check https://github.com/RobustBench/robustbench for available models
-# (for the offline benchmarks, CORRUPTION.DATASET mnist and the digit shifts, the built-in 'MnistCNN')
+# Check https://github.com/RobustBench/robustbench for available models; the project's own:
+# 'ResNet26' (tent/resnet26.py; cifar10, cifar100, svhn2*), 'pycls_R50' (tent/pycls_resnet.py; imagenet,
+# visda) and, for the offline benchmarks (mnist and the packaged digit shifts), 'MnistCNN'
 _C.MODEL.ARCH = 'Standard'
 
 # Choice of (source, norm, tent)

@@ -20,6 +20,7 @@ from .digits import SHIFTS as DIGIT_SHIFTS, TYPES as DIGIT_SHIFT_TYPES
 from .errors import ConfigError
 from .norm import _check_batch_norms
 from .pycls_resnet import ARCH as PYCLS_ARCH
+from .resnet26 import ARCH as RESNET26_ARCH, SOURCE_OF as RESNET26_SOURCE_OF
 from .tent import norm_layer_types
 from .visda import DATASET as VISDA
 
@@ -146,14 +147,26 @@ def _alias_of(old: str) -> Rule:
             f"(it is an alias of {new.new_key} {new.new_value})")
 
 
+ROBUSTBENCH_DATASETS = ("cifar10", "cifar100", "imagenet")  # robustbench's zoo has corruption models for these
+OWN_MODELS: Dict[str, Tuple[str, ...]] = {  # the project's source models and the datasets each serves
+    "MnistCNN": OFFLINE_DATASETS, RESNET26_ARCH: tuple(RESNET26_SOURCE_OF), PYCLS_ARCH: ("imagenet", VISDA)}
+
+
+def arch_allowed(arch: str, dataset: str) -> bool:
+    """The project's own models on their datasets; any other name on robustbench's (its zoo then decides)."""
+    return dataset in OWN_MODELS[arch] if arch in OWN_MODELS else dataset in ROBUSTBENCH_DATASETS
+
+
+def arch_choices(dataset: str) -> str:
+    """What MODEL.ARCH may be for `dataset`, in words."""
+    own = [arch for arch, datasets in OWN_MODELS.items() if dataset in datasets]
+    return " or ".join(own + (["a robustbench model name"] if dataset in ROBUSTBENCH_DATASETS else []))
+
 RULES: Dict[str, Rule] = {
     "MODEL.ADAPTATION": _one_of(ADAPTATIONS),
     "MODEL.ADAPTATIONS": (lambda v, c: all(m in ADAPTATIONS for m in v), f"a list of methods from {ADAPTATIONS}"),
-    "MODEL.ARCH": (lambda v, c: (c.CORRUPTION.DATASET not in OFFLINE_DATASETS or v == "MnistCNN")
-                   and (v != PYCLS_ARCH or c.CORRUPTION.DATASET == "imagenet"),
-                   lambda c: (f"MnistCNN for CORRUPTION.DATASET {c.CORRUPTION.DATASET}"
-                              if c.CORRUPTION.DATASET in OFFLINE_DATASETS else
-                              f"a model for CORRUPTION.DATASET {c.CORRUPTION.DATASET} ({PYCLS_ARCH} is for imagenet)")),
+    "MODEL.ARCH": (lambda v, c: arch_allowed(v, c.CORRUPTION.DATASET),
+                   lambda c: f"{arch_choices(c.CORRUPTION.DATASET)} for CORRUPTION.DATASET {c.CORRUPTION.DATASET}"),
     "MODEL.COPY_STATE": (lambda v, c: v or (_never_resets(c) and not c.MODEL.EPISODIC),
                          "True unless the setting never resets (no reset_each_shift, no "
                          "MODEL.RESET_AFTER_NUM_UPDATES) and MODEL.EPISODIC is False"),

@@ -1,4 +1,5 @@
-"""Source models: robustbench's model zoo, or the offline benchmark's small batch-norm CNN.
+"""Source models: robustbench's model zoo, the paper's own (ResNet-26: resnet26.py; pycls's ResNet-50:
+pycls_resnet.py, visda.py), or the offline benchmark's small batch-norm CNN.
 
 The offline benchmarks' CNNs ship in tent/weights/ (like robustbench's published models): a run
 whose training settings equal a shipped model's loads it (sha256-checked, weights-only); any other
@@ -291,10 +292,25 @@ def load_source_model(arch: str, ckpt_dir: str, dataset: str, data_dir: str = ".
             from . import digits
             settings.update(source="digits", num_train=digits.NUM_TRAIN)
         return load_mnist_cnn(ckpt_dir, data_dir, device=device, trust_checkpoint=trust_checkpoint, **settings)
+    if dataset == "visda":  # pycls's ResNet-50 with VisDA-C's 12 classes, fine-tuned on the synthetic split
+        from . import visda
+        return visda.load_source_model(arch, ckpt_dir, trust_checkpoint)
     if arch == "ResNet26":  # the tent paper's R-26 (Sun et al.'s TTT), trained by `python -m tent.train_source`
         from .resnet26 import load_resnet26
         return load_resnet26(ckpt_dir, dataset, trust_checkpoint)
     from . import pycls_resnet
-    if arch == pycls_resnet.ARCH:  # the tent paper's ImageNet model (conf_checks allows it for imagenet only)
+    if arch == pycls_resnet.ARCH:  # the tent paper's ImageNet model
         return pycls_resnet.load_pycls_resnet(pycls_resnet.checkpoint_path(ckpt_dir), trust=trust_checkpoint).eval()
     return load_robustbench_model(arch, ckpt_dir, dataset, trust_checkpoint)
+
+
+def source_checkpoint(arch: str, ckpt_dir: str, dataset: str) -> Path:
+    """The file load_source_model reads for `arch` on `dataset` (MNIST's CNNs aside: see mnist_cnn_path)."""
+    from . import pycls_resnet, resnet26, visda
+    if dataset == "visda":
+        return visda.checkpoint_path(ckpt_dir)
+    if arch == resnet26.ARCH:
+        return resnet26.checkpoint_path(ckpt_dir, resnet26.source_of(dataset))
+    if arch == pycls_resnet.ARCH:
+        return pycls_resnet.checkpoint_path(ckpt_dir)
+    return Path(ckpt_dir) / dataset / "corruptions" / f"{arch}.pt"  # robustbench's layout

@@ -18,7 +18,7 @@ from .conf_checks import effective_setting
 from .data import expected_files, present
 from .digits import SHIFTS as DIGIT_SHIFTS
 from .errors import ConfigError
-from .models import mnist_cnn_path
+from .models import mnist_cnn_path, source_checkpoint
 
 WRITTEN = {"SAVE_DIR": "its log and results", "DATA_DIR": "downloaded or generated data",
            "CKPT_DIR": "downloaded or trained checkpoints"}
@@ -46,7 +46,7 @@ def holds_inputs(key: str, c: Any) -> bool:
                    for path in expected_files(dataset, c.DATA_DIR, t, s))
     if dataset == "imagenet" and "Standard" in c.MODEL.ARCH:
         return True  # torchvision's weights live in the torch hub cache, not in CKPT_DIR
-    return (Path(c.CKPT_DIR) / dataset / "corruptions" / f"{c.MODEL.ARCH}.pt").is_file()
+    return source_checkpoint(c.MODEL.ARCH, c.CKPT_DIR, dataset).is_file()
 
 
 def holds_mnistc_inputs(key: str, c: Any) -> bool:
