@@ -1,7 +1,6 @@
 """SVHN -> MNIST / MNIST-M / USPS end to end: the paper's configs with a tiny ResNet-26 checkpoint on tiny target files.
 
-Needs tent/resnet26.py (`ResNet26(num_classes=10)`) and the SVHN source checkpoint route
-(CKPT_DIR/svhn/ResNet26.pt holding {"model_state": state_dict}); skipped where they are absent.
+The source model is tent/resnet26.py's ResNet26 at CKPT_DIR/svhn/ResNet26.pt ({"model_state": state_dict}).
 """
 from pathlib import Path
 
@@ -9,9 +8,8 @@ import pytest
 import torch
 
 from digit_shift_files import write_all
-from tent import cifar10c
+from tent import cifar10c, resnet26
 
-resnet26 = pytest.importorskip("tent.resnet26")
 CFG_DIR = Path(__file__).resolve().parents[2] / "cfgs" / "digits"
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tent import cifar10c, conf, data, models, protocols, visda
+from tent import cifar10c, conf, data, protocols, visda
 from tent.conf_checks import assert_and_infer_cfg
 from tent.errors import ConfigError, CorruptFileError, MissingResourceError
 from tent.pycls_resnet import PyclsResNet
@@ -120,22 +120,9 @@ def test_tent_adapts_on_the_shuffled_validation_stream(tmp_path):
     assert done["tent"][0].total == [6] and not torch.equal(before, model.model.s1.b1.f.a_bn.weight)
 
 
-def dispatches_visda(ckpt_dir: Path) -> bool:
-    """Whether tent.models.load_source_model routes CORRUPTION.DATASET visda to tent/visda.py."""
-    try:
-        models.load_source_model("pycls_R50", str(ckpt_dir), "visda")
-    except MissingResourceError as e:
-        return "VisDA-C source model" in str(e)
-    except Exception:  # robustbench's zoo has no 'visda'
-        return False
-    return True
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("fresh_cfg")
 def test_command_line_runs_the_tent_config(tmp_path):
-    if not dispatches_visda(tmp_path / "empty"):
-        pytest.skip("tent.models.load_source_model does not route CORRUPTION.DATASET visda yet")
     write_split(tmp_path, n=4)
     save_source_model(tmp_path / "ckpt")
     results = cifar10c.evaluate("test", ["--cfg", str(CFG_DIR / "tent.yaml"), "DATA_DIR", str(tmp_path),
