@@ -167,7 +167,8 @@ PATHS: Dict[str, Callable[[Options], str]] = {
 
 
 def logdir_flags(settings: Settings, args: Sequence[str]) -> List[str]:
-    """--logdir LOG_DIR/<name> for a training config when LOG_DIR is set."""
+    """--logdir LOG_DIR/<name> for a step's config when LOG_DIR is set (training runs, and the run logs
+    of the pseudo-label and prototype steps, which would otherwise land in ./logs/<name>)."""
     if not settings.get("LOG_DIR"):
         return []
     return ["--logdir", os.path.join(absolute(settings.get("LOG_DIR")), options(args).name)]
@@ -240,6 +241,7 @@ def pseudo_labels(runner: Runner, ckpt: str, heading: str, args: Sequence[str]) 
     if settings.get("PSEUDO_DIR"):
         args += ["--save_path", absolute(settings.get("PSEUDO_DIR"))]
     args += ["--resume_path", ckpt]
+    args += logdir_flags(settings, args)
     opt = options(args)
     folder = os.path.abspath(pseudo_folder(opt))
     runner.step(f"{heading} -> {folder}")
@@ -283,6 +285,7 @@ def stage1(runner: Runner, warmup_override: str = "") -> None:
                          settings.stage_flags("stage1_pseudo"))
 
     proto_args = ["--config", settings.config("stage1_prototypes"), *common, "--resume_path", start]
+    proto_args += logdir_flags(settings, proto_args)
     opt = options(proto_args)
     runner.step(f"[stage 1, step 2/3] target prototypes of the warm-up model -> {prototypes(opt)}")
     if checked(manifest.prototypes_done, opt, prototypes(opt)):

@@ -69,7 +69,8 @@ def test_the_settings_reach_every_command(world, capsys):
     commands = [line for line in out if line.startswith("+ ")]
     assert commands[0] == f"{launch} --config {DEMO}/gta2city_warmup.py {common} --logdir {world / 'L'}/gta2citylabv2_warmup"
     assert commands[1] == (f"+ python -m proda.generate_pseudo_label --config {DEMO}/gta2city_stage1_pseudo.py {common} "
-                           f"--save_path {world / 'P'} --resume_path {world / 'L'}/gta2citylabv2_warmup/{BEST}")
+                           f"--save_path {world / 'P'} --resume_path {world / 'L'}/gta2citylabv2_warmup/{BEST} "
+                           f"--logdir {world / 'L'}/gta2citylabv2_warmup_soft")
     stage1_best = f"{world / 'L'}/gta2citylabv2_stage1Denoise/{BEST}"
     assert commands[-1] == (f"{launch} --config {DEMO}/gta2city_stage3.py {common} --logdir {world / 'L'}/gta2citylabv2_stage3 "
                             f"--resume_path {world / 'L'}/gta2citylabv2_stage2/{BEST} --path_LP {world / 'P'}/gta2citylabv2_stage2 "
