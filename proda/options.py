@@ -214,7 +214,8 @@ OPTIONS: Tuple[Option, ...] = (
         Option("n_class", int, 19, choices=[19, 16, 13], feeds=EVERY_OUTPUT),
         count("bs", 4, 1, "total batch size (split across torchrun processes, as the reference's DataParallel split it across GPUs)",
               feeds=NOT_LABELS),
-        count("num_workers", 6, 0, feeds=NO_OUTPUT),
+        count("num_workers", 6, 0, "DataLoader worker processes (unset: the reference's 6, or the CPUs this "
+                                   "process may use when fewer)", feeds=NO_OUTPUT),
         flag("no_droplast"),
         size("src_img_size", None, "[added] W,H the source images are resized to first (default: the reference's, "
                                    "GTA5 1914,1052 / SYNTHIA 1280,760)", feeds=NOT_LABELS),
@@ -527,6 +528,24 @@ def resolve(opt: argparse.Namespace, overrides: Optional[Mapping[str, Any]] = No
     return opt.replace(**resolved_paths(opt), **share), None
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS reports one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def default_workers(parser: argparse.ArgumentParser, argv: Sequence[str], config: Mapping[str, Any]) -> Dict[str, int]:
+    """--num_workers when neither the command line nor the config sets it: the reference's 6, or fewer
+    on a machine with fewer CPUs (more workers than CPUs only compete, and the DataLoader warns)."""
+    probe = argparse.Namespace(num_workers=None)  # argparse leaves a value already present: None = not given
+    parser.parse_known_args(list(argv), namespace=probe)
+    if probe.num_workers is not None or "num_workers" in config:
+        return {}
+    return {"num_workers": min(DECLARED["num_workers"].default, available_cpus())}
+
+
 def parse_opt(argv: Optional[Sequence[str]] = None, description: str = "ProDA",
               parser: Optional[argparse.ArgumentParser] = None, entry: Optional[str] = None,
               overrides: Optional[Mapping[str, Any]] = None) -> Options:
@@ -538,15 +557,17 @@ def parse_opt(argv: Optional[Sequence[str]] = None, description: str = "ProDA",
     parser = parser or get_parser(description, entry=entry)
     argv = list(sys.argv[1:] if argv is None else argv)
     pre, _ = parser.parse_known_args(argv)
+    config: Dict[str, Any] = {}
     if pre.config:
         try:
-            parser.set_defaults(**load_config(pre.config))
+            config = load_config(pre.config)
         except ConfigError as err:
             parser.exit(2, f"{parser.prog}: error: {err}\n")
+        parser.set_defaults(**config)
     opt = parser.parse_args(argv)
     problem = option_problem(opt)
     if not problem:
-        opt, problem = resolve(opt, overrides)
+        opt, problem = resolve(opt, {**default_workers(parser, argv, config), **(overrides or {})})
     if problem:
         parser.exit(2, f"{parser.prog}: error: {problem}\n")
     return opt

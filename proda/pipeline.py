@@ -31,6 +31,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 from proda import manifest
 from proda.paths import model_file, prototype_file
 from proda.options import Options, get_parser, parse_opt
+from proda.weight_sources import released
 
 PROG = "proda.pipeline"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,7 +167,8 @@ PATHS: Dict[str, Callable[[Options], str]] = {
 
 
 def logdir_flags(settings: Settings, args: Sequence[str]) -> List[str]:
-    """--logdir LOG_DIR/<name> for a training config when LOG_DIR is set."""
+    """--logdir LOG_DIR/<name> for a step's config when LOG_DIR is set (training runs, and the run logs
+    of the pseudo-label and prototype steps, which would otherwise land in ./logs/<name>)."""
     if not settings.get("LOG_DIR"):
         return []
     return ["--logdir", os.path.join(absolute(settings.get("LOG_DIR")), options(args).name)]
@@ -239,6 +241,7 @@ def pseudo_labels(runner: Runner, ckpt: str, heading: str, args: Sequence[str]) 
     if settings.get("PSEUDO_DIR"):
         args += ["--save_path", absolute(settings.get("PSEUDO_DIR"))]
     args += ["--resume_path", ckpt]
+    args += logdir_flags(settings, args)
     opt = options(args)
     folder = os.path.abspath(pseudo_folder(opt))
     runner.step(f"{heading} -> {folder}")
@@ -274,14 +277,15 @@ def stage1(runner: Runner, warmup_override: str = "") -> None:
     common = settings.common_flags()
     start = absolute(warmup_override) if warmup_override else \
         os.path.abspath(options(settings.stage_flags("stage1")).resume_path)
-    runner.require_file(start, "the warm-up checkpoint: download the released one (see README) or train it "
-                               f"with: python -m proda.train --config {settings.config('warmup')}")
+    runner.require_file(start, f"the warm-up checkpoint: {released(PREFIXES[settings.src], 'warmup').download_line()}, "
+                               f"or train it with: python -m proda.train --config {settings.config('warmup')}")
     runner.say(f"ProDA stage 1 ({settings.src}, configs in {settings.cfg_dir}) from the warm-up model {start}")
 
     soft = pseudo_labels(runner, start, "[stage 1, step 1/3] soft pseudo labels of the warm-up model",
                          settings.stage_flags("stage1_pseudo"))
 
     proto_args = ["--config", settings.config("stage1_prototypes"), *common, "--resume_path", start]
+    proto_args += logdir_flags(settings, proto_args)
     opt = options(proto_args)
     runner.step(f"[stage 1, step 2/3] target prototypes of the warm-up model -> {prototypes(opt)}")
     if checked(manifest.prototypes_done, opt, prototypes(opt)):
@@ -307,7 +311,8 @@ def distill(runner: Runner, n: int, previous: str, teacher_override: str = "") -
         args = settings.stage_flags(previous)
         teacher = best_model(options(args + logdir_flags(settings, args)))
     runner.require_file(teacher, f"the {previous} model: run scripts/proda_{previous}.sh, "
-                                 f"or set {previous.upper()}_CKPT to the released one")
+                                 f"or set {previous.upper()}_CKPT to the released one "
+                                 f"({released(PREFIXES[settings.src], previous).download_line()})")
     runner.say(f"ProDA stage {n} ({settings.src}, configs in {settings.cfg_dir}) from the {previous} model {teacher}")
 
     labels = pseudo_labels(runner, teacher, f"[stage {n}, step 1/2] hard pseudo labels (flip) of the {previous} model",

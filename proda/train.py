@@ -45,15 +45,21 @@ except ImportError:  # pragma: no cover
     SummaryWriter = None
 
 
+def uses_prototypes(opt: argparse.Namespace) -> bool:
+    """Stage 1 starts from calc_prototype's file when a component reads the prototypes (denoising,
+    structure learning, moving prototypes); the self-training ablation rows use none of them."""
+    return opt.stage == "stage1" and (opt.proto_rectify or opt.moving_prototype or opt.proto_consistW > 0)
+
+
 def train(opt: argparse.Namespace, logger: logging.Logger) -> None:
     """Run one training stage to its end, validating and checkpointing along the way."""
     seed_everything(opt.seed)
     device = get_device(opt.device)
     inputs = manifest.training_inputs(opt, prototype_file(opt, opt.tgt_dataset)
-                                      if opt.stage == "stage1" else None)
+                                      if uses_prototypes(opt) else None)
     datasets = create_dataset(opt, logger)
     model = CustomModel(opt, logger)
-    if opt.stage == "stage1":
+    if uses_prototypes(opt):
         load_prototypes(opt, model, logger)
     checkpoints = CheckpointSet(opt, inputs, logger)
     checkpoints.resume(model, datasets)

@@ -25,13 +25,14 @@ import torch.nn.functional as F
 from proda.files import CheckpointError
 from proda.models.utils import freeze_bn_params, is_batchnorm
 from proda.utils import LOGGER_NAME, load_checkpoint
+from proda.weight_sources import SOURCES, missing_hint
 
 run_logger = logging.getLogger(LOGGER_NAME)  # the run's log file and console, where the init count belongs
 
 affine_par = True
 RESNET101_LAYERS = (3, 4, 23, 3)
 ASPP_DILATIONS = (6, 12, 18, 24)
-IMAGENET_URL = "https://download.pytorch.org/models/resnet101-5d3b4d8f.pth"  # the reference's file
+IMAGENET_URL = SOURCES["imagenet"].url  # the reference's file
 # file names under <torch hub dir>/checkpoints that hold torchvision's ImageNet ResNet-101 (V1) weights
 IMAGENET_FILES = ("resnet101-5d3b4d8f.pth", "resnet101-63fe2227.pth")
 INITIALIZATIONS = ("imagenet", "simclr", "random")
@@ -227,8 +228,8 @@ def imagenet_weights_path(imagenet_path: str = "") -> str:
     """Local file with torchvision's ImageNet ResNet-101 weights: the given path or torch's hub cache."""
     if imagenet_path:
         if not os.path.isfile(imagenet_path):
-            raise CheckpointError(f"ImageNet ResNet-101 weights not found: {imagenet_path} (--imagenet_path); "
-                                  f"download {IMAGENET_URL} there")
+            raise CheckpointError(f"ImageNet ResNet-101 weights not found: {imagenet_path} (--imagenet_path; "
+                                  f"{SOURCES['imagenet'].download_line()})")
         return imagenet_path
     folder = os.path.join(torch.hub.get_dir(), "checkpoints")
     for name in IMAGENET_FILES:
@@ -304,7 +305,7 @@ def load_pretrained(model: nn.Module, init: str, initialization: Optional[str], 
         weights = require_tensors(load_checkpoint(path, what="ImageNet ResNet-101 weights"), path, "content")
     else:
         checkpoint = load_checkpoint(initialization, what="SimCLR checkpoint",
-                                     hint="the converted SimCLRv2 ResNet-101 r101_1x_sk0.pth; set --simclr_path")
+                                     hint=f"{SOURCES['simclr'].download_line()}; set --simclr_path")
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise CheckpointError(f"SimCLR checkpoint {initialization} has no 'state_dict' entry")
         path, weights = initialization, require_tensors(checkpoint["state_dict"], initialization, "'state_dict'")
@@ -314,7 +315,7 @@ def load_pretrained(model: nn.Module, init: str, initialization: Optional[str], 
 def restore(model: nn.Module, restore_from: str, num_classes: int) -> None:
     """Load checkpoint['ResNet101']['model_state'] strictly, explaining class-count and bn_clr mismatches."""
     checkpoint = load_checkpoint(restore_from, what="checkpoint (--resume_path)",
-                                 hint="a ProDA checkpoint, e.g. the released warm-up model")
+                                 hint=missing_hint(restore_from))
     try:
         state = checkpoint["ResNet101"]["model_state"]
     except (KeyError, TypeError, IndexError):

@@ -114,8 +114,10 @@ def snapshot(repo, work):
     from proda import manifest
     from proda.options import ENTRY_GROUPS, GROUP_TITLES, PATH_OPTIONS, STAGES, get_parser, parse_opt
     from proda.files import OptionError
-    saved_argv, saved_cwd = sys.argv, os.getcwd()
+    from proda import options
+    saved_argv, saved_cwd, saved_cpus = sys.argv, os.getcwd(), options.available_cpus
     sys.argv = ["proda"]
+    options.available_cpus = lambda: 64  # the default --num_workers follows the CPUs: pin the reference's 6
     try:
         os.chdir(repo)
         shipped = sorted(os.path.relpath(p) for p in glob.glob(os.path.join("configs", "**", "*.py"), recursive=True))
@@ -156,6 +158,7 @@ def snapshot(repo, work):
     finally:
         sys.argv = saved_argv
         os.chdir(saved_cwd)
+        options.available_cpus = saved_cpus
 
 
 def test_options_look_as_pinned(tmp_path, monkeypatch):

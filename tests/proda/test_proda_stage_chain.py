@@ -8,6 +8,7 @@ import pytest
 
 from proda import manifest, pipeline
 from proda.options import parse_opt
+from proda.weight_sources import released
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "configs", "demo")
@@ -68,7 +69,8 @@ def test_the_settings_reach_every_command(world, capsys):
     commands = [line for line in out if line.startswith("+ ")]
     assert commands[0] == f"{launch} --config {DEMO}/gta2city_warmup.py {common} --logdir {world / 'L'}/gta2citylabv2_warmup"
     assert commands[1] == (f"+ python -m proda.generate_pseudo_label --config {DEMO}/gta2city_stage1_pseudo.py {common} "
-                           f"--save_path {world / 'P'} --resume_path {world / 'L'}/gta2citylabv2_warmup/{BEST}")
+                           f"--save_path {world / 'P'} --resume_path {world / 'L'}/gta2citylabv2_warmup/{BEST} "
+                           f"--logdir {world / 'L'}/gta2citylabv2_warmup_soft")
     stage1_best = f"{world / 'L'}/gta2citylabv2_stage1Denoise/{BEST}"
     assert commands[-1] == (f"{launch} --config {DEMO}/gta2city_stage3.py {common} --logdir {world / 'L'}/gta2citylabv2_stage3 "
                             f"--resume_path {world / 'L'}/gta2citylabv2_stage2/{BEST} --path_LP {world / 'P'}/gta2citylabv2_stage2 "
@@ -116,7 +118,8 @@ def test_bad_settings_end_in_one_line(world, capsys):
               f"error: config {DEMO}/syn2city_stage1.py not found (CFG_DIR={DEMO}, SRC=synthia)"),
              (["train", "--config", "x.py"], {"NGPU": "two"}, 2, "error: NGPU must be a whole number, got 'two'"),
              (["stage2"], {}, 1, f"error: {world}/demo/logs/gta2citylabv2_stage1Denoise/{BEST} not found (the stage1 model: "
-                                 "run scripts/proda_stage1.sh, or set STAGE1_CKPT to the released one)"),
+                                 "run scripts/proda_stage1.sh, or set STAGE1_CKPT to the released one "
+                                 f"({released('gta2city', 'stage1').download_line()}))"),
              (["paths", "checkpoint"], {}, 2, "error: paths: WHAT must be one of " + ", ".join(pipeline.PATHS))]
     for argv, env, status, line in cases:
         got_status, out, err = chain(capsys, argv, **env)
@@ -155,7 +158,8 @@ def test_the_stage_scripts_run_the_pipeline(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.splitlines() == [f"error: {tmp_path}/missing.pkl not found (the stage2 model: run "
-                                        "scripts/proda_stage2.sh, or set STAGE2_CKPT to the released one)"]
+                                        "scripts/proda_stage2.sh, or set STAGE2_CKPT to the released one "
+                                        f"({released('gta2city', 'stage2').download_line()}))"]
 
 
 def test_the_chain_process_does_not_import_torch():
