@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 
@@ -55,8 +55,10 @@ def options(args: argparse.Namespace, stage: str, cfg: Dict[str, Any], teacher: 
     return parse_opt(flags)
 
 
-def batch(opt: argparse.Namespace, crop: List[int], full: List[int], device: torch.device) -> Dict[str, Any]:
-    """Synthetic source and target batches with recorded strong / weak view parameters."""
+def batch(opt: argparse.Namespace, crop: List[int], full: List[int],
+          device: torch.device) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Synthetic source and target batches as the loaders yield them (every stage's keys; each step reads its own),
+    with recorded strong / weak view parameters."""
     from PIL import Image
     from torch.utils.data import default_collate
 
@@ -73,20 +75,15 @@ def batch(opt: argparse.Namespace, crop: List[int], full: List[int], device: tor
     x["params"] = default_collate([RandAugmentMC(2, 10)(Image.new("RGB", (w, h)))[1] for _ in range(n)])
     x["weak"] = default_collate([{"RandomSized": (fh, fw), "RandomCrop": (0, h, 0, w), "RandomHorizontallyFlip": False}
                                  for _ in range(n)])
-    return x
+    source = {"img": x["source"], "label": x["label"], "img_strong": x["strong"], "params": x["params"]}
+    target = {"img": x["target"], "img_strong": x["strong"], "params": x["params"], "lp": x["lp"],
+              "lpsoft": x["lpsoft"], "img_full": x["full"], "weak_params": x["weak"]}
+    return source, target
 
 
-def step(model, stage: str, x: Dict[str, Any]) -> None:
-    """One optimiser step of the stage (as train.py calls it)."""
+def step(model, source: Dict[str, Any], target: Dict[str, Any]) -> None:
+    """One optimiser step of the model's stage (as train.py calls it)."""
     model.optimizer_zerograd()
-    source = {"img": x["source"], "label": x["label"]}
-    target = {"img": x["target"], "img_strong": x["strong"], "params": x["params"]}
-    if stage == "warm_up":
-        source.update(img_strong=x["strong"], params=x["params"])
-    elif stage == "stage1":
-        target.update(lpsoft=x["lpsoft"], img_full=x["full"], weak_params=x["weak"])
-    else:
-        target["lp"] = x["lp"]
     model.stage_step(source, target)
     model.scheduler_step()
 
@@ -129,14 +126,14 @@ def run_one(args: argparse.Namespace) -> None:
     if opt.freeze_bn:
         model.freeze_bn_apply()
     fast_path(model, cfg_flags)
-    x = batch(opt, scaled(CROP, args.scale), scaled(FULL, args.scale), device)
+    source, target = batch(opt, scaled(CROP, args.scale), scaled(FULL, args.scale), device)
     for _ in range(args.warmup):
-        step(model, stage, x)
+        step(model, source, target)
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(args.steps):
-        step(model, stage, x)
+        step(model, source, target)
     if device.type == "cuda":
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2 ** 20

@@ -22,20 +22,10 @@ import torch
 from dacommon.files import interrupts_deferred
 from proda import calc_prototype, generate_pseudo_label, train
 from proda.utils import atomic_save
+from tiny_configs import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CKPT = "from_gta5_to_cityscapes_on_deeplabv2_{}_model.pkl"
-TINY = """_base_ = "{base}"
-root = "{root}"
-src_img_size = [32, 16]
-tgt_img_size = [32, 16]
-resize = 32
-rcrop = [24, 12]
-bs = 2
-train_iters = 12
-print_interval = 1
-device = "cpu"
-"""
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +33,7 @@ def tree(synthetic_tree):
     """Tiny synthetic data and tiny versions of three demo configs."""
     root = synthetic_tree("proda_resume", n_source=6, n_target_train=6, n_target_val=2, size=(32, 16))
     for name, base in [("src_only", "src_only"), ("warmup", "gta2city_warmup"), ("stage1", "gta2city_stage1")]:
-        (root / f"{name}.py").write_text(TINY.format(base=f"{REPO}/configs/demo/{base}.py", root=root))
+        (root / f"{name}.py").write_text(tiny_config(root, (32, 16), (24, 12), 12, f"{REPO}/configs/demo/{base}.py", bs=2))
     return root
 
 

@@ -10,21 +10,12 @@ import torch.nn as nn
 
 from proda.demo.synthetic import generate
 from proda.models.deeplabv2 import Deeplab
+from tiny_configs import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STEPS = ["base", "warmup", "stage1_pseudo", "stage1_prototypes", "stage1",
          "stage2_pseudo", "stage2", "stage3_pseudo", "stage3"]
 BEST = "from_gta5_to_cityscapes_on_deeplabv2_best_model.pkl"
-TINY = """root = "{root}"
-src_img_size = [64, 32]
-tgt_img_size = [64, 32]
-resize = 64
-rcrop = [48, 24]
-max_iters = 2
-train_iters = 2
-print_interval = 1
-device = "cpu"
-"""
 
 
 def tiny_configs(root) -> str:
@@ -32,7 +23,7 @@ def tiny_configs(root) -> str:
     folder = root / "configs"
     folder.mkdir()
     for step in STEPS:
-        text = f'_base_ = "{REPO}/configs/demo/gta2city_{step}.py"\n' + TINY.format(root=root)
+        text = tiny_config(root, (64, 32), (48, 24), 2, f"{REPO}/configs/demo/gta2city_{step}.py", max_iters=2)
         if step == "warmup":  # from random weights (the demo starts it from its source-only model)
             text += 'no_resume = True\nresume_path = ""\n'
         (folder / f"gta2city_{step}.py").write_text(text)
