@@ -71,6 +71,7 @@ def test_config_holds_the_papers_settings_and_none_reads_mnist(tmp_path):
     assert y.tolist() == TEST_LABELS[:10].tolist() and x.shape == (10, 3, 32, 32)
 
 
+@pytest.mark.slow  # ~10 s on 2 cores: training, then three methods over the stream
 @pytest.mark.usefixtures("fresh_cfg")
 def test_trained_mnist_model_runs_tent_on_svhn(tmp_path):
     write_mnist_splits(tmp_path / "data")
