@@ -338,8 +338,8 @@ def loader_accuracy(model: nn.Module, loader: DataLoader, device: torch.device) 
 def train_visda(args: argparse.Namespace) -> Dict[str, Any]:
     """Fine-tune pycls's ResNet-50 on VisDA-C's synthetic split with SHOT's recipe; write the pycls checkpoint."""
     device = get_device(args.device)
+    train_set, held_out = visda_splits(args)  # the data first: its check is quicker than loading the start
     model = visda_source_model(args.ckpt_dir)
-    train_set, held_out = visda_splits(args)
     torch.manual_seed(args.seed)  # the new head's initialisation and the augmentation
     generator = torch.Generator().manual_seed(args.seed)  # the batch order
     pin = device.type == "cuda"
