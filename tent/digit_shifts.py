@@ -1,10 +1,11 @@
-"""The tent paper's source-free digit adaptation: SVHN -> MNIST / MNIST-M / USPS (its Table 3), MNIST -> SVHN.
+"""The tent paper's source-free digit adaptation: SVHN -> MNIST / MNIST-M / USPS (Table 3) and MNIST -> SVHN.
 
 `CORRUPTION.DATASET svhn2mnist | svhn2mnistm | svhn2usps`: a ResNet-26 trained on SVHN's training
 split is evaluated on the whole test split of the target (MNIST 10,000, MNIST-M 10,000, USPS 2,007
 images, the paper's counts). `mnist2svhn` (the failure case of the paper's Section 4.2 text): a
-ResNet-26 trained on MNIST's training split, evaluated on SVHN's 26,032 test images. As with the offline digit shifts (tent/digits.py), the one
-"corruption" is the target's clean test set (CORRUPTION.TYPE clean, the severity unused).
+ResNet-26 trained on MNIST's training split, evaluated on SVHN's 26,032 test images. As with the
+offline digit shifts (tent/digits.py), the one "corruption" is the target's clean test set
+(CORRUPTION.TYPE clean, the severity unused).
 
 Files under DATA_DIR, in the layouts their usual downloaders write (nothing is downloaded here):
 - MNIST: torchvision's `DATA_DIR/MNIST/raw/t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte`,

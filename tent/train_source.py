@@ -80,8 +80,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--dataset", required=True, choices=DATASETS, help="source training set")
     p.add_argument("--data_dir", default="./data", help="folder holding torchvision's dataset files")
     p.add_argument("--ckpt_dir", default="./ckpt",
-                   help="the checkpoint goes to <ckpt_dir>/<dataset>/.../ResNet26.pt (visda: <ckpt_dir>/visda/pycls_R50.pt; "
-                        "it starts from <ckpt_dir>/imagenet/pycls/" + pycls_resnet.R50_FILE + ")")
+                   help="the checkpoint goes to <ckpt_dir>/<dataset>/.../ResNet26.pt (visda: <ckpt_dir>/visda/"
+                        "pycls_R50.pt, started from <ckpt_dir>/imagenet/pycls/" + pycls_resnet.R50_FILE + ")")
     p.add_argument("--epochs", type=int, default=None, help="TTT: 75; visda (SHOT): 10")
     p.add_argument("--milestones", type=int, nargs="*", default=None,
                    help="epochs after which the learning rate is divided by 10 (TTT: 50 65; visda: none, SHOT's decay)")
@@ -108,14 +108,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def with_recipe_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the options left unset with the dataset's recipe (TTT's, or SHOT's for visda); VisDA-C's own stay None elsewhere."""
+    """Fill the options left unset with the dataset's recipe (TTT's, or SHOT's for visda)."""
     recipe = SHOT if args.dataset == visda.DATASET else TTT
-    args.unset_shot_options = [name for name in SHOT_ONLY if getattr(args, name) is not None and recipe is TTT]
+    args.misplaced_options = [name for name in SHOT_ONLY if getattr(args, name) is not None and recipe is TTT]
     for name, value in recipe.items():
         if getattr(args, name) is None:
             setattr(args, name, list(value) if isinstance(value, list) else value)
     if args.augment is None:
-        args.augment = {visda.DATASET: "shot"}.get(args.dataset, "crop" if args.dataset in DIGIT_SOURCES else "crop_flip")
+        digits = args.dataset in DIGIT_SOURCES  # a mirrored digit is another glyph
+        args.augment = "shot" if args.dataset == visda.DATASET else "crop" if digits else "crop_flip"
     return args
 
 
@@ -129,8 +130,8 @@ def check_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 def value_problem(args: argparse.Namespace) -> Optional[str]:
     """What is wrong with the numbers of the command line, or None."""
-    if getattr(args, "unset_shot_options", None):
-        return f"--{' --'.join(args.unset_shot_options)}: options of --dataset visda only"
+    if getattr(args, "misplaced_options", None):
+        return f"--{' --'.join(args.misplaced_options)}: options of --dataset visda only"
     if args.dataset == visda.DATASET and (args.milestones or args.augment != "shot"):
         return "--milestones and --augment do not apply to --dataset visda (SHOT's decay and augmentation)"
     if args.dataset == visda.DATASET and not (0 <= args.label_smoothing < 1 and 0 <= args.backbone_lr < float("inf")

@@ -22,7 +22,7 @@ CROP = 32
 
 
 def save_imagenet_start(ckpt_dir: Path) -> dict:
-    """A random 1000-class ResNet-50 as pycls's model zoo ships it ({'epoch', 'model_state', 'optimizer_state', 'cfg'})."""
+    """A random 1000-class ResNet-50 in the model zoo's format ({'epoch', 'model_state', 'optimizer_state', 'cfg'})."""
     torch.manual_seed(0)
     state = PyclsResNet(50, 1000).state_dict()
     path = pycls_resnet.checkpoint_path(ckpt_dir)
