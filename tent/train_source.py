@@ -21,8 +21,11 @@ from CKPT_DIR/imagenet/pycls/, see tent/pycls_resnet.py) with its 1000-class hea
 new head and 1e-4 for the pretrained layers, both decayed per iteration as (1 + 10 p)^-0.75 (p: the
 fraction of training done), 10 epochs, batch 64, cross-entropy with label smoothing 0.1; images
 resized to 256 x 256, a random 224 x 224 crop and a horizontal flip. As SHOT (`--trte val`), a
-seeded random 10 % of the train split is held out and the clean accuracy is measured there (with
-the evaluation's preprocessing, tent/visda.py). SHOT's bottleneck (a 256-unit layer with batch norm
+seeded random 10 % of the train split is held out; the model is evaluated there after every epoch
+(SHOT: every tenth of training, the same at its 10 epochs) and the weights of the best mean
+per-class accuracy (SHOT's VisDA-C criterion) are kept; the checkpoint stores their overall clean
+accuracy. The held-out images get the evaluation's preprocessing (tent/visda.py: pycls's shorter
+side 256, where SHOT resizes to 256 x 256). SHOT's bottleneck (a 256-unit layer with batch norm
 and a weight-normalised classifier) is not used: the tent paper's model is the plain ResNet-50. The
 checkpoint, CKPT_DIR/visda/pycls_R50.pt, is a pycls checkpoint ({"model_state": ...}).
 
@@ -251,18 +254,19 @@ def recipe_of(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def write_checkpoint(path: Path, model: nn.Module, args: argparse.Namespace, arch: str, num_classes: int,
-                     clean_acc: float, num_test: int) -> Dict[str, Any]:
-    """Save the weights with what produced them, atomically; returns the checkpoint dict."""
+                     clean_acc: float, num_test: int, **extra: Any) -> Dict[str, Any]:
+    """Save the weights with what produced them (and `extra` plain values), atomically; returns the checkpoint dict."""
     checkpoint = {"model_state": {k: v.cpu() for k, v in model.state_dict().items()}, "arch": arch,
                   "num_classes": num_classes, "recipe": recipe_of(args), "clean_test_acc": clean_acc,
-                  "num_test": num_test, "torch_version": str(torch.__version__)}
+                  "num_test": num_test, "torch_version": str(torch.__version__), **extra}
     atomic_write(path, lambda f: torch.save(checkpoint, f))
     logger.info("wrote %s", path)
     return checkpoint
 
 
 def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, args: argparse.Namespace,
-        device: torch.device, per_epoch: Any = None, per_step: Any = None) -> None:
+        device: torch.device, per_epoch: Any = None, per_step: Any = None,
+        after_epoch: Optional[Callable[[int], None]] = None) -> None:
     """args.epochs passes over the loader, logging each; the schedule steps per epoch (TTT) or per iteration (SHOT)."""
     label_smoothing = args.label_smoothing if args.dataset == visda.DATASET else 0.
     for epoch in range(1, args.epochs + 1):
@@ -273,6 +277,8 @@ def fit(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, 
             per_epoch.step()
         logger.info("epoch %d/%d: lr %g, loss %.4f, training accuracy %.2f %% (%.0f s)",
                     epoch, args.epochs, lr, loss, 100 * train_acc, time.time() - start)
+        if after_epoch is not None:
+            after_epoch(epoch)
 
 
 def train(args: argparse.Namespace) -> Dict[str, Any]:
@@ -326,14 +332,19 @@ def visda_source_model(ckpt_dir: str) -> nn.Module:
     return model
 
 
-def loader_accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> float:
-    """Accuracy of an eval-mode model over a loader (a split too large to stack in memory)."""
-    correct, seen = torch.zeros((), dtype=torch.long, device=device), 0
+def held_out_accuracy(model: nn.Module, loader: DataLoader, device: torch.device) -> Tuple[float, float]:
+    """Overall and mean per-class accuracy of an eval-mode model over a loader (a split too large to stack)."""
+    classes = len(visda.CLASSES)
+    correct = torch.zeros(classes, dtype=torch.long, device=device)
+    seen = torch.zeros(classes, dtype=torch.long, device=device)
     with torch.no_grad():
         for x, y in loader:
-            correct += (model(x.to(device)).argmax(1) == y.to(device)).sum()
-            seen += len(y)
-    return correct.item() / seen
+            y = y.to(device)
+            hit = model(x.to(device)).argmax(1) == y
+            seen += torch.bincount(y, minlength=classes)
+            correct += torch.bincount(y[hit], minlength=classes)
+    present = seen > 0
+    return correct.sum().item() / seen.sum().item(), (correct[present] / seen[present]).mean().item()
 
 
 def train_visda(args: argparse.Namespace) -> Dict[str, Any]:
@@ -359,12 +370,24 @@ def train_visda(args: argparse.Namespace) -> Dict[str, Any]:
     path = visda.checkpoint_path(args.ckpt_dir)
     logger.info("fine-tuning %s on %d VisDA-C train images (%d held out) on %s; checkpoint %s; recipe %s",
                 visda.ARCH, len(train_set), len(held_out), device, path, recipe_of(args))
-    fit(model, loader, optimizer, args, device, per_step=schedule)
     held_loader = DataLoader(held_out, 2 * args.batch_size, num_workers=args.workers, pin_memory=pin)
-    clean_acc = loader_accuracy(model.eval(), held_loader, device)
-    logger.info("clean accuracy on the %d held-out VisDA-C train images %.2f %% (error %.2f %%)",
-                len(held_out), 100 * clean_acc, 100 * (1 - clean_acc))
-    return write_checkpoint(path, model, args, visda.ARCH, len(visda.CLASSES), clean_acc, len(held_out))
+    best: Dict[str, Any] = {"mean_class_acc": -1.}
+
+    def keep_best(epoch: int) -> None:
+        """SHOT's model selection: the weights of the best held-out mean per-class accuracy so far (ties: the later)."""
+        acc, mean_class_acc = held_out_accuracy(model.eval(), held_loader, device)
+        logger.info("epoch %d: held-out accuracy %.2f %%, mean per-class %.2f %%",
+                    epoch, 100 * acc, 100 * mean_class_acc)
+        if mean_class_acc >= best["mean_class_acc"]:
+            best.update(mean_class_acc=mean_class_acc, acc=acc, epoch=epoch,
+                        state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+
+    fit(model, loader, optimizer, args, device, per_step=schedule, after_epoch=keep_best)
+    model.load_state_dict(best["state"])
+    logger.info("kept epoch %d: clean accuracy on the %d held-out VisDA-C train images %.2f %% (error %.2f %%)",
+                best["epoch"], len(held_out), 100 * best["acc"], 100 * (1 - best["acc"]))
+    return write_checkpoint(path, model, args, visda.ARCH, len(visda.CLASSES), best["acc"], len(held_out),
+                            held_out_mean_class_acc=best["mean_class_acc"], selected_epoch=best["epoch"])
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

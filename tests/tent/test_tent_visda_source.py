@@ -58,6 +58,18 @@ def test_options_of_the_other_recipe_are_refused_in_one_line(argv, message, caps
     assert exc.value.code == 2 and message in err and err.count("\n") == 1
 
 
+def test_held_out_accuracy_is_overall_and_mean_per_class():
+    class Fixed(torch.nn.Module):
+        """Predicts class 0 for every image."""
+
+        def forward(self, x):
+            return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 12).float()
+
+    labels = torch.tensor([0, 0, 0, 1])  # 3 of 4 right overall; class 0 all right, class 1 none: mean 0.5
+    loader = [(torch.zeros(2, 3, 4, 4), labels[:2]), (torch.zeros(2, 3, 4, 4), labels[2:])]
+    assert train_source.held_out_accuracy(Fixed(), loader, torch.device("cpu")) == (0.75, 0.5)
+
+
 def test_train_split_is_divided_as_shot_does(tmp_path):
     write_split(tmp_path / "data", n=20, split="train")
     args = train_source.parse_args(visda_args(tmp_path))
@@ -85,19 +97,20 @@ def test_missing_imagenet_start_is_one_line_naming_path_and_url(tmp_path):
 def test_fine_tuned_checkpoint_loads_as_the_visda_source_model_and_runs_tent(tmp_path):
     start = save_imagenet_start(tmp_path / "ckpt")
     write_split(tmp_path / "data", n=12, split="train")
-    assert train_source.main(visda_args(tmp_path)) == 0
+    assert train_source.main(visda_args(tmp_path, "--epochs", "2")) == 0
     checkpoint = load_checkpoint(visda.checkpoint_path(str(tmp_path / "ckpt")))  # weights-only
     recipe = checkpoint["recipe"]
     assert (recipe["lr"], recipe["backbone_lr"], recipe["weight_decay"], recipe["label_smoothing"], recipe["nesterov"],
             recipe["batch_size"], recipe["held_out"]) == (1e-3, 1e-4, 1e-3, 0.1, True, 4, 0.1)
     assert (checkpoint["arch"], checkpoint["num_classes"], checkpoint["num_test"]) == ("pycls_R50", 12, 2)
+    assert checkpoint["selected_epoch"] in (1, 2) and 0 <= checkpoint["held_out_mean_class_acc"] <= 1
     model = visda.load_source_model("pycls_R50", str(tmp_path / "ckpt"))  # strict, weights-only
     assert model.head.fc.out_features == 12
     assert not torch.equal(model.stem.conv.weight, start["stem.conv.weight"])  # the backbone was fine-tuned too
     _, held = train_source.visda_splits(train_source.parse_args(visda_args(tmp_path)))
     with torch.no_grad():
         correct = sum(int(model(x[None]).argmax(1).item() == y) for x, y in held)
-    assert checkpoint["clean_test_acc"] == correct / 2
+    assert checkpoint["clean_test_acc"] == correct / 2  # the kept weights' accuracy
     write_split(tmp_path / "data", n=4)  # the validation split: the target
     results = cifar10c.evaluate("test", ["--cfg", str(REPO / "cfgs" / "visda" / "tent.yaml"),
                                          "DATA_DIR", str(tmp_path / "data"), "CKPT_DIR", str(tmp_path / "ckpt"),
