@@ -29,7 +29,7 @@ OPTIMIZERS = ("Adam", "SGD")
 DATASETS = ("cifar10", "cifar100", "imagenet", "mnist", "digits2mnist", "mnist2digits") + SVHN_SHIFTS + (VISDA,)
 OFFLINE_DATASETS = ("mnist",) + DIGIT_SHIFTS  # built here from packaged digits, no download
 # datasets whose clean test set a CORRUPTION.TYPE entry 'none' loads (mariodoebler's forgetting protocol)
-CLEAN_TEST_SETS = ("cifar10", "cifar100", "mnist") + SVHN_SHIFTS  # svhn2*: SVHN's test set
+CLEAN_TEST_SETS = ("cifar10", "cifar100", "mnist") + SVHN_SHIFTS  # svhn2*: SVHN's test set; mnist2svhn: MNIST's
 SEED_LIMIT = 2 ** 32  # numpy's seeds are 32-bit
 
 

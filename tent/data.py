@@ -137,8 +137,8 @@ def load_clean(c: Any, n: int) -> Tuple[torch.Tensor, torch.Tensor]:
     if c.CORRUPTION.DATASET == "mnist":
         x, y = mnistc.split_arrays(c.DATA_DIR, c.MNISTC.NUM_TRAIN, c.MNISTC.SEED, "x_test", "y_test")
         return mnistc.to_tensor(x[:n]), torch.from_numpy(y[:n])
-    if c.CORRUPTION.DATASET in digit_shifts.SHIFTS:  # the source domain's test set: SVHN
-        return digit_shifts.load_source_test(c.DATA_DIR, n)
+    if c.CORRUPTION.DATASET in digit_shifts.SHIFTS:  # the source domain's test set: SVHN (MNIST for mnist2svhn)
+        return digit_shifts.load_source_test(c.DATA_DIR, n, c.CORRUPTION.DATASET)
     from robustbench.data import load_cifar10, load_cifar100
 
     try:

@@ -1,9 +1,11 @@
-"""The tent paper's source-free digit adaptation: SVHN -> MNIST / MNIST-M / USPS (its Table 3).
+"""The tent paper's source-free digit adaptation: SVHN -> MNIST / MNIST-M / USPS (Table 3) and MNIST -> SVHN.
 
 `CORRUPTION.DATASET svhn2mnist | svhn2mnistm | svhn2usps`: a ResNet-26 trained on SVHN's training
 split is evaluated on the whole test split of the target (MNIST 10,000, MNIST-M 10,000, USPS 2,007
-images, the paper's counts). As with the offline digit shifts (tent/digits.py), the one
-"corruption" is the target's clean test set (CORRUPTION.TYPE clean, the severity unused).
+images, the paper's counts). `mnist2svhn` (the failure case of the paper's Section 4.2 text): a
+ResNet-26 trained on MNIST's training split, evaluated on SVHN's 26,032 test images. As with the
+offline digit shifts (tent/digits.py), the one "corruption" is the target's clean test set
+(CORRUPTION.TYPE clean, the severity unused).
 
 Files under DATA_DIR, in the layouts their usual downloaders write (nothing is downloaded here):
 - MNIST: torchvision's `DATA_DIR/MNIST/raw/t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte`,
@@ -13,8 +15,9 @@ Files under DATA_DIR, in the layouts their usual downloaders write (nothing is d
   numbers Table 3 compares with) downloads: its 10,000 test images are MNIST's test digits in
   order, so their labels are MNIST's test labels. The pickle is read by an unpickler that builds
   numpy arrays only, so it cannot run code.
-- SVHN (the source's own test set, CORRUPTION.TYPE none): torchvision's `DATA_DIR/test_32x32.mat`,
-  read as torchvision reads it (label 10 is the digit 0) but without its md5 check.
+- SVHN (mnist2svhn's target, and the svhn2* source's own test set, CORRUPTION.TYPE none):
+  torchvision's `DATA_DIR/test_32x32.mat`, read as torchvision reads it (label 10 is the digit 0)
+  but without its md5 check. mnist2svhn's CORRUPTION.TYPE none reads MNIST's test files.
 
 Preprocessing, as the UDA-SS loaders (`transforms.Resize(32)` on PIL images, then grey repeated to
 three channels): MNIST / MNIST-M (28 px) and USPS (16 px) are resized to 32 x 32 with PIL's
@@ -35,10 +38,10 @@ import torch
 from .errors import CorruptFileError, MissingResourceError
 from .mnistc import to_tensor
 
-SHIFTS = ("svhn2mnist", "svhn2mnistm", "svhn2usps")
+SHIFTS = ("svhn2mnist", "svhn2mnistm", "svhn2usps", "mnist2svhn")
 TYPES = ("clean",)  # the one "corruption": the target domain's clean test set
-TEST_SIZES = {"svhn2mnist": 10000, "svhn2mnistm": 10000, "svhn2usps": 2007}
 SVHN_TEST_SIZE = 26032
+TEST_SIZES = {"svhn2mnist": 10000, "svhn2mnistm": 10000, "svhn2usps": 2007, "mnist2svhn": SVHN_TEST_SIZE}
 IMAGE_SIZE = 32  # SVHN's size, to which the targets are resized
 
 MNIST_FILES = ("MNIST/raw/t10k-images-idx3-ubyte", "MNIST/raw/t10k-labels-idx1-ubyte")
@@ -56,7 +59,8 @@ WHERE = {  # where each file comes from
     SVHN_FILE: "torchvision.datasets.SVHN(DATA_DIR, split='test', download=True), or "
                "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
 }
-TARGET_FILES = {"svhn2mnist": MNIST_FILES, "svhn2mnistm": (MNISTM_FILE, MNIST_FILES[1]), "svhn2usps": (USPS_FILE,)}
+TARGET_FILES = {"svhn2mnist": MNIST_FILES, "svhn2mnistm": (MNISTM_FILE, MNIST_FILES[1]), "svhn2usps": (USPS_FILE,),
+                "mnist2svhn": (SVHN_FILE,)}
 
 
 def expected_files(dataset: str, data_dir: str) -> Tuple[Path, ...]:
@@ -166,7 +170,8 @@ def svhn_test(data_dir: str) -> Tuple[np.ndarray, np.ndarray]:
 
 def target_images(dataset: str, data_dir: str) -> Tuple[np.ndarray, np.ndarray]:
     """A target's whole test set: (N, 32, 32, 3) uint8 images and int64 labels, in file order."""
-    read = {"svhn2mnist": mnist_test, "svhn2mnistm": mnistm_test, "svhn2usps": usps_test}[dataset]
+    read = {"svhn2mnist": mnist_test, "svhn2mnistm": mnistm_test, "svhn2usps": usps_test,
+            "mnist2svhn": svhn_test}[dataset]
     images, labels = read(data_dir)
     return resize_grey_or_rgb(images), labels
 
@@ -185,7 +190,14 @@ def load_target(dataset: str, n_examples: int, data_dir: str = "./data", seed: i
     return shuffled_first(images, labels, n_examples, seed)
 
 
-def load_source_test(data_dir: str, n_examples: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """First n_examples of SVHN's test set in file order (the source domain: CORRUPTION.TYPE none), as load_cifar10."""
-    images, labels = svhn_test(data_dir)
+def load_source_test(data_dir: str, n_examples: int, dataset: str = "svhn2mnist") -> Tuple[torch.Tensor, torch.Tensor]:
+    """First n_examples of the source's test set in file order (CORRUPTION.TYPE none), as load_cifar10.
+
+    SVHN's for the svhn2* shifts; MNIST's, prepared as the digit targets are (32 x 32, RGB), for mnist2svhn.
+    """
+    if dataset == "mnist2svhn":
+        images, labels = mnist_test(data_dir)
+        images = resize_grey_or_rgb(images[:n_examples])
+    else:
+        images, labels = svhn_test(data_dir)
     return to_tensor(images[:n_examples]), torch.from_numpy(labels[:n_examples])

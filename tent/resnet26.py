@@ -34,8 +34,10 @@ MEAN = STD = 0.5  # TTT's transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 # the source domain of each CORRUPTION.DATASET a ResNet26 runs on, and its number of classes
 SOURCE_OF: Dict[str, str] = {"cifar10": "cifar10", "cifar100": "cifar100",
-                             "svhn2mnist": "svhn", "svhn2mnistm": "svhn", "svhn2usps": "svhn"}
-NUM_CLASSES: Dict[str, int] = {"cifar10": 10, "cifar100": 100, "svhn": 10}
+                             "svhn2mnist": "svhn", "svhn2mnistm": "svhn", "svhn2usps": "svhn",
+                             "mnist2svhn": "mnist"}
+NUM_CLASSES: Dict[str, int] = {"cifar10": 10, "cifar100": 100, "svhn": 10, "mnist": 10}
+DIGIT_SOURCES = ("svhn", "mnist")  # kept directly under CKPT_DIR/<source>/ (no robustbench corruptions/ folder)
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
@@ -99,7 +101,7 @@ class ResNet26(nn.Module):
 def checkpoint_path(ckpt_dir: Union[str, Path], source: str) -> Path:
     """Where the source model of `source` lives: robustbench's <dir>/<dataset>/corruptions/ layout for CIFAR."""
     folder = Path(ckpt_dir) / source
-    return (folder if source == "svhn" else folder / "corruptions") / f"{ARCH}.pt"
+    return (folder if source in DIGIT_SOURCES else folder / "corruptions") / f"{ARCH}.pt"
 
 
 def source_of(dataset: str) -> str:

@@ -12,7 +12,8 @@ Images are read on demand (55,388 do not fit in memory as one tensor), resized a
 (shorter side 256, centre crop 224) and handed on as RGB in [0, 1]: `PyclsResNet` normalises.
 
 Source model: MODEL.ARCH pycls_R50 reads `CKPT_DIR/visda/pycls_R50.pt`, a pycls checkpoint
-({"model_state": ...}, pycls's keys) of `PyclsResNet(50, num_classes=12)`, loaded weights-only.
+({"model_state": ...}, pycls's keys) of `PyclsResNet(50, num_classes=12)`, loaded weights-only;
+`python -m tent.train_source --dataset visda` writes it (this repository's recipe: SHOT's).
 """
 from __future__ import annotations
 
@@ -56,11 +57,21 @@ def read_list(path: Path) -> Tuple[List[str], List[int]]:
     return names, labels
 
 
-def eval_transform():
-    """pycls's test preprocessing: shorter side to 256, centre crop 224, RGB in [0, 1]."""
+def eval_transform(crop: int = CROP):
+    """pycls's test preprocessing: shorter side to 256, centre crop 224 (both scaled with `crop`), RGB in [0, 1]."""
     from torchvision import transforms
 
-    return transforms.Compose([transforms.Resize(RESIZE), transforms.CenterCrop(CROP), transforms.ToTensor()])
+    return transforms.Compose([transforms.Resize(crop * RESIZE // CROP), transforms.CenterCrop(crop),
+                               transforms.ToTensor()])
+
+
+def train_transform(crop: int = CROP):
+    """SHOT's source-training augmentation: resize to 256 x 256, random 224 crop, horizontal flip; RGB in [0, 1]."""
+    from torchvision import transforms
+
+    size = crop * RESIZE // CROP
+    return transforms.Compose([transforms.Resize((size, size)), transforms.RandomCrop(crop),
+                               transforms.RandomHorizontalFlip(), transforms.ToTensor()])
 
 
 class VisdaList:
@@ -122,6 +133,6 @@ def load_source_model(arch: str, ckpt_dir: str, trust_checkpoint: bool = False):
     path = checkpoint_path(ckpt_dir)
     if not path.is_file():
         raise MissingResourceError(f"VisDA-C source model {path} is missing: fine-tune pycls's ImageNet ResNet-50 "
-                                   f"({R50_URL}) with a 12-class head on VisDA-C's train split and save its "
-                                   "pycls checkpoint ({'model_state': ...}) there")
+                                   f"({R50_URL}) on VisDA-C's train split with `python -m tent.train_source "
+                                   f"--dataset visda --ckpt_dir {ckpt_dir}`")
     return load_pycls_resnet(path, 50, len(CLASSES), trust_checkpoint).eval()

@@ -56,6 +56,8 @@ CLASSES: List[Tuple[str, Class]] = [
     # the paper's digit adaptation (SVHN -> MNIST / MNIST-M / USPS): SVHN source model and real target data
     (r"^python cifar10c\.py --cfg cfgs/digits/svhn2",
      Class(SLOW_MISSING, "SVHN -> MNIST / MNIST-M / USPS and the SVHN ResNet-26", path="svhn/ResNet26.pt")),
+    (r"^python cifar10c\.py --cfg cfgs/digits/mnist2svhn\.yaml$",
+     Class(SLOW_MISSING, "MNIST -> SVHN and the MNIST ResNet-26", path="mnist/ResNet26.pt")),
     (r"^python (cifar10c\.py|-m tent\.select) --cfg cfgs/(mnist|digits)/",
      Class(SLOW, "the offline benchmark with other settings (minutes each)", timeout=3600)),
     # tent on the real data: the model download is blocked, so the run stops at the checkpoint
@@ -71,8 +73,8 @@ CLASSES: List[Tuple[str, Class]] = [
      Class(SLOW_MISSING, "CIFAR-10-C and the paper's ResNet-26 (tent.train_source first)",
            path="cifar10/corruptions/ResNet26.pt")),
     (r"^python -m tent\.train_source ",
-     Class(SLOW_MISSING, "trains a source model on CIFAR-10 / CIFAR-100 / SVHN, which torchvision cannot download here",
-           path="data")),
+     Class(SLOW_MISSING, "trains a source model on CIFAR-10 / CIFAR-100 / SVHN / MNIST (torchvision cannot "
+                         "download them here) or VisDA-C", path="data")),
     (r"^python cifar10c\.py --cfg cfgs/cifar100/",
      Class(SLOW_MISSING, "CIFAR-100-C and robustbench's model", path="ckpt/cifar100/corruptions/")),
     (r"^python cifar10c\.py --cfg cfgs/imagenet/pycls_r50_",

@@ -22,15 +22,16 @@ def label_of(level: float) -> int:
     return int(round(level)) // 20
 
 
-def write_mnist(data_dir: Path, labels: np.ndarray) -> np.ndarray:
-    """MNIST's test files in torchvision's raw layout (idx, big-endian headers); returns the images."""
+def write_mnist(data_dir: Path, labels: np.ndarray, split: str = "t10k") -> np.ndarray:
+    """MNIST's test (split 'train': training) files in torchvision's raw layout (idx, big-endian headers); the images."""
     raw = Path(data_dir) / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     images = np.broadcast_to(levels(labels)[:, None, None], (len(labels), 28, 28)).copy()
     images[:, 4:24, 13:15] = 255  # a stroke, so that resizing has an edge to interpolate
-    (raw / "t10k-images-idx3-ubyte").write_bytes(struct.pack(">iiii", 2051, len(labels), 28, 28) + images.tobytes())
-    (raw / "t10k-labels-idx1-ubyte").write_bytes(struct.pack(">ii", 2049, len(labels))
-                                                 + labels.astype(np.uint8).tobytes())
+    (raw / f"{split}-images-idx3-ubyte").write_bytes(struct.pack(">iiii", 2051, len(labels), 28, 28)
+                                                     + images.tobytes())
+    (raw / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">ii", 2049, len(labels))
+                                                     + labels.astype(np.uint8).tobytes())
     return images
 
 

@@ -125,7 +125,8 @@ def test_paper_configs_hold_the_papers_settings(dataset):
     assert (c.CORRUPTION.DATASET, list(c.CORRUPTION.TYPE), c.CORRUPTION.NUM_EX) == (dataset, ["clean"], -1)
     assert (c.MODEL.ARCH, list(c.MODEL.ADAPTATIONS), c.SETTING) == ("ResNet26", ["source", "norm", "tent"], "offline")
     assert (c.OPTIM.METHOD, c.OPTIM.LR, c.TEST.BATCH_SIZE, c.OPTIM.EPOCHS) == ("Adam", 1e-3, 128, 1)
-    assert data.num_examples(c) == {"svhn2mnist": 10000, "svhn2mnistm": 10000, "svhn2usps": 2007}[dataset]
+    assert data.num_examples(c) == {"svhn2mnist": 10000, "svhn2mnistm": 10000, "svhn2usps": 2007,
+                                    "mnist2svhn": 26032}[dataset]
 
 
 @pytest.mark.usefixtures("fresh_cfg")
