@@ -28,7 +28,7 @@ cfg = _C
 _C.MODEL = CfgNode()
 
 # Check https://github.com/RobustBench/robustbench for available models; the project's own:
-# 'ResNet26' (tent/resnet26.py; cifar10, cifar100, svhn2*), 'pycls_R50' (tent/pycls_resnet.py; imagenet,
+# 'ResNet26' (tent/resnet26.py; cifar10, cifar100, svhn2*, mnist2svhn), 'pycls_R50' (tent/pycls_resnet.py; imagenet,
 # visda) and, for the offline benchmarks (mnist and the packaged digit shifts), 'MnistCNN'
 _C.MODEL.ARCH = 'Standard'
 
@@ -74,7 +74,7 @@ _C.CORRUPTION = CfgNode()
 
 # Dataset for evaluation: cifar10, cifar100, imagenet (robustbench loaders), or the built-in
 # offline benchmarks (extra, see the MNISTC options): mnist (MNIST-C), digits2mnist, mnist2digits;
-# or the tent paper's digit adaptation (extra, tent/digit_shifts.py): svhn2mnist, svhn2mnistm, svhn2usps,
+# or the tent paper's digit adaptation (extra, tent/digit_shifts.py): svhn2mnist, svhn2mnistm, svhn2usps, mnist2svhn,
 # and its VisDA-C (extra, tent/visda.py): visda
 _C.CORRUPTION.DATASET = 'cifar10'
 

@@ -153,7 +153,10 @@ OWN_MODELS: Dict[str, Tuple[str, ...]] = {  # the project's source models and th
 
 
 def arch_allowed(arch: str, dataset: str) -> bool:
-    """The project's own models on their datasets; any other name on robustbench's (its zoo then decides)."""
+    """The project's own models on their datasets; any other name on robustbench's (its zoo then decides).
+    An unknown dataset passes: CORRUPTION.DATASET's rule names it."""
+    if dataset not in DATASETS:
+        return True
     return dataset in OWN_MODELS[arch] if arch in OWN_MODELS else dataset in ROBUSTBENCH_DATASETS
 
 
