@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from dacommon import distributed
 from dacommon.device import get_device
-from dacommon.errors import one_line as _one_line
+from dacommon.errors import one_line
 from proda.files import CheckpointError, FolderLock, OptionError, unwritable
 from proda.options import parse_opt
 from proda.signals import Interrupted, interrupt_status, interrupted_message, stop_signal, stop_signals
@@ -40,11 +40,6 @@ def user_errors() -> Tuple[type, ...]:
     """
     from proda.data import DatasetError  # local import: keeps `--help` fast
     return (CheckpointError, DatasetError, OptionError, OSError)
-
-
-def one_line(err: BaseException) -> str:
-    """An error as one line (an OSError keeps Python's '[Errno N] ...' text)."""
-    return _one_line(err, errno_text=True)
 
 
 def check_outputs(opt: argparse.Namespace, outputs: Sequence[str], allow_readonly_logdir: bool = False) -> None:
@@ -101,7 +96,7 @@ def lock_logdir(opt: argparse.Namespace) -> Optional[FolderLock]:
             os.makedirs(opt.logdir, exist_ok=True)
             lock.acquire()
         except (OptionError, OSError) as err:  # told to every process: none may wait at the broadcast
-            lock, problem = None, one_line(err)
+            lock, problem = None, one_line(err, errno_text=True)
     problem = distributed.broadcast(problem)
     if problem:
         raise OptionError(problem) if distributed.is_main() else QuietExit(2)
@@ -163,13 +158,14 @@ def run(main: Callable[[argparse.Namespace, logging.Logger], None], description:
             except QuietExit as err:
                 sys.exit(err.status)
             except user_errors() as err:
-                report(logger, f"error: {one_line(err)}")
+                report(logger, f"error: {one_line(err, errno_text=True)}")
                 sys.exit(2 if isinstance(err, OptionError) else 1)
             except Exception as err:  # noqa: BLE001 - only the two cases below; anything else is a bug
                 if stop_signal() is not None:  # a collective broken by a peer that stopped on the same signal
                     sys.exit(interrupt_status(err))
                 if peer_failure(err):
-                    report(logger, f"error: another process of this torchrun run failed ({one_line(err)}); "
+                    why = one_line(err, errno_text=True)
+                    report(logger, f"error: another process of this torchrun run failed ({why}); "
                                    "rerun the same command to resume from the last checkpoint")
                     sys.exit(1)
                 raise

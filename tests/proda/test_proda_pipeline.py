@@ -122,6 +122,7 @@ def stage2(tree, stage1):
     return os.path.join(logdir(root, "stage2"), CKPT.format("best"))
 
 
+@pytest.mark.slow  # the whole chain to stage 2; stage 1's files are checked by default
 def test_stage2_chain_files(tree, stage2):
     root, _ = tree
     hard = root / "Pseudo" / "hard"

@@ -191,6 +191,7 @@ def test_sigint_then_rerun_equals_uninterrupted(tree, reference, sig, workers):
     assert run_diff(ref_dir, logdir) == 0.0
 
 
+@pytest.mark.slow  # SIGINT's case runs by default; both resume from the same checkpoint files
 def test_sigkill_then_rerun_equals_uninterrupted(tree, reference):
     ref_dir, _ = reference
     flags = args(tree, "src_only", "sigkill", "--max_iters", "4", "--val_interval", "2", "--num_workers", "2")
