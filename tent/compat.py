@@ -8,12 +8,6 @@ package is importable, so a user's own AutoAttack install always wins. The hook 
 imports nothing until robustbench asks for `autoattack`.
 
 The other trap, robustbench importing `pkg_resources`, is handled by the `setuptools<81` pin.
-
-Downloads: robustbench fetches its zoo files from Google Drive (gdown) and torchvision its ResNet-50
-from download.pytorch.org; offline, that fails inside the weights-only load, whose wrapper calls any
-error a corrupt file. `download_failed` says what happened instead, and `UPLOAD_NAMES` the name a
-browser gives a file (robustbench's CIFAR-10 `Standard` is `natural.pt.tar` on Google Drive, while
-robustbench reads `<CKPT_DIR>/cifar10/corruptions/Standard.pt`).
 """
 from __future__ import annotations
 
@@ -23,10 +17,7 @@ import importlib.machinery
 import importlib.util
 import sys
 from types import ModuleType
-from pathlib import Path
 from typing import Optional, Sequence
-
-from dacommon.errors import one_line
 
 ALIAS = "autoattack"
 TARGET = "pyautoattack"
@@ -75,23 +66,3 @@ def install_autoattack_alias() -> None:
     if not any(isinstance(f, AutoattackAliasFinder) for f in sys.meta_path):
         # first, so `autoattack.state` is not found a second time by path under the alias name
         sys.meta_path.insert(0, AutoattackAliasFinder())
-
-
-# robustbench zoo files whose Google Drive name (what a browser saves) differs from the name robustbench reads
-UPLOAD_NAMES = {("cifar10", "Standard"): "natural.pt.tar"}
-
-
-def download_failed(url: str, path: Path, error: BaseException, upload_name: Optional[str] = None) -> str:
-    """One sentence for a checkpoint that could not be downloaded: from where, to where, why, what to do."""
-    cause = error.__context__ if getattr(error, "__suppress_context__", False) and error.__context__ else error
-    reason = one_line(cause)
-    reason = type(cause).__name__ + (f": {reason[:120]}" if reason and reason != type(cause).__name__ else "")
-    named = f" (a browser saves it as {upload_name})" if upload_name else ""
-    return f"could not download {url} to {path} ({reason}); download it by hand{named} and save it at that path"
-
-
-def html_instead_of_checkpoint(path: Path) -> bool:
-    """Whether a file is a web page (Google Drive's confirmation page, saved by older downloaders), not a checkpoint."""
-    with open(path, "rb") as f:
-        head = f.read(512).lstrip().lower()
-    return head.startswith((b"<!doctype html", b"<html"))

@@ -195,9 +195,8 @@ def load_source_test(data_dir: str, n_examples: int, dataset: str = "svhn2mnist"
 
     SVHN's for the svhn2* shifts; MNIST's, prepared as the digit targets are (32 x 32, RGB), for mnist2svhn.
     """
+    images, labels = mnist_test(data_dir) if dataset == "mnist2svhn" else svhn_test(data_dir)
+    images = images[:n_examples]
     if dataset == "mnist2svhn":
-        images, labels = mnist_test(data_dir)
-        images = resize_grey_or_rgb(images[:n_examples])
-    else:
-        images, labels = svhn_test(data_dir)
-    return to_tensor(images[:n_examples]), torch.from_numpy(labels[:n_examples])
+        images = resize_grey_or_rgb(images)
+    return to_tensor(images), torch.from_numpy(labels[:n_examples])

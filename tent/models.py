@@ -20,11 +20,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dacommon.errors import one_line
+
 from . import mnistc
 from .conf import ConfigError
 from .data import MissingResourceError
 from .errors import CorruptFileError, UnsafeCheckpointError
-from .compat import UPLOAD_NAMES, download_failed, html_instead_of_checkpoint
 from .safe_load import load_checkpoint, third_party_loads
 
 logger = logging.getLogger(__name__)
@@ -243,6 +244,29 @@ def load_mnist_cnn(ckpt_dir: str, data_dir: str, num_train: int = 3000, seed: in
     return model.eval()
 
 
+# Downloads: robustbench fetches its zoo files from Google Drive (gdown) and torchvision its ResNet-50 from
+# download.pytorch.org; offline, that fails inside the weights-only load, whose wrapper would call any error a
+# corrupt file. download_failed says what happened instead, and UPLOAD_NAMES the name a browser gives a file:
+# robustbench zoo files whose Google Drive name (what a browser saves) differs from the name robustbench reads
+UPLOAD_NAMES = {("cifar10", "Standard"): "natural.pt.tar"}
+
+
+def download_failed(url: str, path: Path, error: BaseException, upload_name: Optional[str] = None) -> str:
+    """One sentence for a checkpoint that could not be downloaded: from where, to where, why, what to do."""
+    cause = error.__context__ if getattr(error, "__suppress_context__", False) and error.__context__ else error
+    reason = one_line(cause)
+    reason = type(cause).__name__ + (f": {reason[:120]}" if reason and reason != type(cause).__name__ else "")
+    named = f" (a browser saves it as {upload_name})" if upload_name else ""
+    return f"could not download {url} to {path} ({reason}); download it by hand{named} and save it at that path"
+
+
+def html_instead_of_checkpoint(path: Path) -> bool:
+    """Whether a file is a web page (Google Drive's confirmation page, saved by older downloaders), not a checkpoint."""
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
 def _robustbench_checkpoint(arch: str, entry: Dict[str, Any], ckpt_dir: str, dataset: str) -> tuple:
     """(expected path, download URL) of a robustbench corruptions model, given its model-zoo entry."""
     if dataset == "imagenet" and "Standard" in arch:
@@ -251,7 +275,12 @@ def _robustbench_checkpoint(arch: str, entry: Dict[str, Any], ckpt_dir: str, dat
     gdrive_id = entry.get("gdrive_id")
     url = (f"https://drive.google.com/uc?id={gdrive_id}" if isinstance(gdrive_id, str) and gdrive_id
            else "the RobustBench model zoo (https://github.com/RobustBench/robustbench)")
-    return Path(ckpt_dir) / dataset / "corruptions" / f"{arch}.pt", url
+    return robustbench_path(arch, ckpt_dir, dataset), url
+
+
+def robustbench_path(arch: str, ckpt_dir: str, dataset: str) -> Path:
+    """Where robustbench reads (and downloads to) a zoo model: <CKPT_DIR>/<dataset>/corruptions/<arch>.pt."""
+    return Path(ckpt_dir) / dataset / "corruptions" / f"{arch}.pt"
 
 
 def load_robustbench_model(arch: str, ckpt_dir: str, dataset: str, trust_checkpoint: bool = False) -> nn.Module:
@@ -313,4 +342,4 @@ def source_checkpoint(arch: str, ckpt_dir: str, dataset: str) -> Path:
         return resnet26.checkpoint_path(ckpt_dir, resnet26.source_of(dataset))
     if arch == pycls_resnet.ARCH:
         return pycls_resnet.checkpoint_path(ckpt_dir)
-    return Path(ckpt_dir) / dataset / "corruptions" / f"{arch}.pt"  # robustbench's layout
+    return robustbench_path(arch, ckpt_dir, dataset)

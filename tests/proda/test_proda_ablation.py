@@ -3,11 +3,11 @@ import glob
 import os
 
 import pytest
-import torch
 
 from proda import generate_pseudo_label, train
 from proda.options import parse_opt
 from proda.pseudo_labels import saved_pseudo_labels
+from proda.utils import load_checkpoint
 from proda_helpers import save_tiny_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -84,6 +84,6 @@ def test_the_self_training_row_runs_end_to_end(tree):
     logdir = root / "logs" / "st_sce"
     train.main(["--config", os.path.join(ABLATION, "gta2city_st_sce.py"), *tiny, "--path_LP", str(labels),
                 "--threshold", "-1", "--max_iters", "2", "--val_interval", "2", "--logdir", str(logdir)])
-    state = torch.load(logdir / CKPT.format("current"), map_location="cpu", weights_only=False)
+    state = load_checkpoint(str(logdir / CKPT.format("current")))  # weights-only, as the trainer reads it
     assert state["resume"]["iter"] == 2 and "ema" not in state["resume"]
     assert not os.path.exists(root / "pretrained" / "prototypes_on_cityscapes_from_deeplabv2")
